@@ -1,0 +1,105 @@
+"""`manage.py runstack`: everything `make run` starts, under one supervisor.
+
+Embedded Redis (when REDIS_URL is unset), migrations and demo data, then daphne, a Celery worker
+and Celery beat as child processes. A child that dies is restarted; Ctrl-C stops them all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from botsite import embedded_redis
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(self.args, env=env)
+
+
+class Command(BaseCommand):
+    help = "Run embedded Redis (if REDIS_URL is unset), daphne, a Celery worker and beat."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--concurrency", type=int, default=int(os.environ.get("CELERY_CONCURRENCY", "2")))
+        parser.add_argument("--no-demo", action="store_true", help="Do not load demo data.")
+        parser.add_argument("--no-beat", action="store_true")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        redis_process = None
+        env = dict(os.environ)
+        if not os.environ.get("REDIS_URL"):
+            redis_process = embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET)
+            env["REDIS_URL"] = settings.REDIS_URL
+            self.stdout.write(f"embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
+        call_command("migrate", interactive=False, verbosity=0)
+        if not options["no_demo"]:
+            call_command("load_demo", stdout=self.stdout)
+        python = sys.executable
+        children = [
+            Child("daphne", [python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
+                             "--proxy-headers", "botsite.asgi:application"]),
+            Child("worker", [python, "-m", "celery", "-A", "botsite", "worker", "--loglevel", "INFO",
+                             "--concurrency", str(options["concurrency"]), "-n", f"worker-{os.getpid()}@%h"]),
+        ]
+        if not options["no_beat"]:
+            children.append(Child("beat", [python, "-m", "celery", "-A", "botsite", "beat", "--loglevel", "INFO",
+                                           "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]))
+        stopping = False
+
+        def request_stop(signum: int, frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        for child in children:
+            child.start(env)
+        host = "localhost" if options["host"] in {"127.0.0.1", "0.0.0.0"} else options["host"]  # noqa: S104
+        self.stdout.write(self.style.SUCCESS(
+            f"\nBotsite is running at http://{host}:{options['port']}/  (admin: /admin/, Ctrl-C stops)\n"
+            f"  assistant:  ws://{host}:{options['port']}/ws/assistant/techpro/\n"
+        ))
+        try:
+            while not stopping:
+                time.sleep(0.5)
+                for child in children:
+                    if child.process and child.process.poll() is not None and not stopping:
+                        now = time.monotonic()
+                        child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+                        if len(child.restarts) > 5:
+                            self.stderr.write(f"{child.name} keeps dying; stopping everything")
+                            stopping = True
+                            break
+                        self.stderr.write(f"{child.name} exited with {child.process.returncode}; restarting")
+                        child.start(env)
+        finally:
+            for child in children:
+                if child.process and child.process.poll() is None:
+                    child.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for child in children:
+                if child.process:
+                    try:
+                        child.process.wait(max(0.1, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        child.process.kill()
+            embedded_redis.stop(redis_process)
+            self.stdout.write("stopped")

@@ -1,0 +1,231 @@
+"""The bot-assistant WebSocket (`/ws/assistant/{brand_id}/`): the seed's messages, no envelope.
+
+The consumer only parses, stores and enqueues; a worker advances the flow and publishes the
+bot's requests to the conversation's group, and `conversation_events` renders them here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from conversations import selectors, services
+from conversations.models import Channel, Conversation, Message
+from conversations.protocols.common import RateLimiter, cookie, header, is_secure, query_param
+from conversations.publish import group_name
+from flows.models import Brand
+from flows.selectors import active_brand
+
+COOKIE_NAME = "Fluvio-Bot-Assistant"
+SID_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+ID_MAX = 200
+# A person clicks and types; a flood is anything far beyond that.
+RATE_LIMIT, RATE_WINDOW = 20, 10.0
+
+
+# --- Parsing: a pure function from a frame to a client message or an error --------------------
+
+
+@dataclass(frozen=True)
+class ProtocolError:
+    code: str
+    message: str
+
+    def as_wire(self) -> dict[str, Any]:
+        return {"kind": "Error", "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    kind: str
+    payload: dict[str, Any]
+    client_id: str | None
+
+
+def _string(data: dict[str, Any], key: str, *, required: bool, limit: int) -> str | ProtocolError | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        return ProtocolError("invalid", f"`{key}` must be a string")
+    if required and not value.strip():
+        return ProtocolError("invalid", f"`{key}` must not be empty")
+    if len(value) > limit:
+        return ProtocolError("too_long", f"`{key}` is longer than {limit} characters")
+    return value
+
+
+def parse_client_message(raw: str | bytes | None, max_text: int) -> ClientMessage | ProtocolError:
+    """Validate one frame. Every failure is a ProtocolError with one of the documented codes."""
+    if raw is None:
+        return ProtocolError("bad_json", "empty frame")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return ProtocolError("bad_json", "frames must be UTF-8 JSON text")
+    if len(raw) > settings.MAX_FRAME_BYTES:
+        return ProtocolError("too_long", f"frames are limited to {settings.MAX_FRAME_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return ProtocolError("bad_json", "the frame is not valid JSON")
+    if not isinstance(data, dict):
+        return ProtocolError("invalid", "a message must be a JSON object with a `kind`")
+    kind = data.get("kind")
+    if kind not in {"ChoiceResponse", "UserText", "ResetSession"}:
+        shown = kind if isinstance(kind, str) else json.dumps(kind)
+        return ProtocolError("unknown_kind", f"unknown kind {shown[:60]!r}; send ChoiceResponse, UserText or ResetSession")
+    client_id = _string(data, "clientId", required=False, limit=100)
+    if isinstance(client_id, ProtocolError):
+        return client_id
+    payload: dict[str, Any] = {"kind": kind}
+    if kind == "ChoiceResponse":
+        for key in ("groupId", "itemId"):
+            value = _string(data, key, required=True, limit=ID_MAX)
+            if isinstance(value, ProtocolError):
+                return value
+            payload[key] = value
+        content = _string(data, "content", required=False, limit=max_text)
+        if isinstance(content, ProtocolError):
+            return content
+        if content is not None:
+            payload["content"] = content
+    elif kind == "UserText":
+        session_id = _string(data, "sessionId", required=True, limit=ID_MAX)
+        if isinstance(session_id, ProtocolError):
+            return session_id
+        content = _string(data, "content", required=True, limit=max_text)
+        if isinstance(content, ProtocolError):
+            return content
+        payload.update(sessionId=session_id, content=content)
+    return ClientMessage(kind=kind, payload=payload, client_id=client_id)
+
+
+def render_message(message: Message | dict[str, Any]) -> dict[str, Any]:
+    """A stored message as the seed's object plus its `seq`."""
+    if isinstance(message, Message):
+        return {**message.payload, "seq": message.seq}
+    return {**message["payload"], "seq": message["seq"]}
+
+
+# --- Database access for the consumer ---------------------------------------------------------
+
+
+@database_sync_to_async
+def _load_brand(slug: str) -> Brand | None:
+    return active_brand(slug)
+
+
+@database_sync_to_async
+def _session_conversation(brand: Brand, sid: str | None) -> tuple[Conversation, str]:
+    """The visitor's open conversation, or a new one (with a new sid if theirs was unknown)."""
+    if sid and SID_PATTERN.match(sid):
+        found = selectors.open_conversation_for_visitor(brand.pk, Channel.ASSISTANT, services.visitor_key_for(sid))
+        if found is not None:
+            return found, sid
+    sid = secrets.token_hex(20)
+    conversation = services.conversation_open(brand, Channel.ASSISTANT, visitor_key=services.visitor_key_for(sid))
+    return conversation, sid
+
+
+@database_sync_to_async
+def _messages_after(conversation_id: Any, after: int) -> list[dict[str, Any]]:
+    return [render_message(m) for m in selectors.messages_after(conversation_id, after)]
+
+
+class AssistantConsumer(AsyncWebsocketConsumer):
+    brand: Brand
+    conversation_id: Any
+    last_sent: int
+
+    async def connect(self) -> None:
+        self.conversation_id = None
+        brand = await _load_brand(self.scope["url_route"]["kwargs"]["brand_id"])
+        if brand is None:
+            await self.accept()
+            await self._send(ProtocolError("not_found", "Brand not found or inactive").as_wire())
+            await self.close(code=4404)
+            return
+        if not brand.allows_origin(header(self.scope, b"origin")):
+            await self.accept()
+            await self._send(ProtocolError("forbidden_origin", "This site may not use this assistant").as_wire())
+            await self.close(code=4403)
+            return
+        self.brand = brand
+        self.limiter = RateLimiter(RATE_LIMIT, RATE_WINDOW)
+        sid = query_param(self.scope, "sid") or cookie(self.scope, COOKIE_NAME)
+        conversation, sid = await _session_conversation(brand, sid)
+        attributes = f"{COOKIE_NAME}={sid}; Path=/; Max-Age=31536000; SameSite=Lax"
+        if is_secure(self.scope):
+            attributes += "; Secure"
+        await self._join(conversation.pk)
+        await self.accept(headers=[(b"set-cookie", attributes.encode("latin1"))])
+        await self._send({"kind": "Session", "sid": sid})
+        after = query_param(self.scope, "after")
+        self.last_sent = int(after) if after and after.isdigit() else 0
+        await self._catch_up()
+
+    async def disconnect(self, code: int) -> None:
+        if self.conversation_id is not None:
+            await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.conversation_id is None:
+            return
+        if not self.limiter.allow():
+            await self._send(ProtocolError("rate_limited", "Too many messages; slow down").as_wire())
+            return
+        parsed = parse_client_message(text_data if text_data is not None else bytes_data, self.brand.max_message_length)
+        if isinstance(parsed, ProtocolError):
+            await self._send(parsed.as_wire())
+            return
+        if parsed.kind == "ResetSession":
+            conversation = await database_sync_to_async(services.assistant_reset)(self.conversation_id)
+            await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
+            await self._join(conversation.pk)
+            self.last_sent = 0
+            await self._catch_up()
+            return
+        result = await database_sync_to_async(services.assistant_queue_input)(
+            self.conversation_id, parsed.payload, client_id=parsed.client_id, reply_channel=self.channel_name
+        )
+        if result is services.InputResult.BUSY:
+            await self._send(ProtocolError("busy", "Still working on your previous answers").as_wire())
+
+    async def conversation_events(self, message: dict[str, Any]) -> None:
+        """Events from the conversation's group, rendered as the seed's messages."""
+        for event in message["events"]:
+            kind = event["type"]
+            if kind == "message":
+                if event["seq"] <= self.last_sent:
+                    continue
+                if event["seq"] > self.last_sent + 1:
+                    await self._catch_up()  # something was missed: the log has it
+                    continue
+                self.last_sent = event["seq"]
+                if event["direction"] == Message.Direction.OUT:
+                    await self._send(render_message(event))
+            elif kind == "stream.delta":
+                await self._send({"kind": "BotStream", "streamId": event["stream_id"], "delta": event["delta"]})
+            elif kind == "error" and event.get("reply_to") in (None, self.channel_name):
+                await self._send(ProtocolError(event["code"], event["message"]).as_wire())
+
+    async def _join(self, conversation_id: Any) -> None:
+        self.conversation_id = conversation_id
+        await self.channel_layer.group_add(group_name(conversation_id), self.channel_name)
+
+    async def _catch_up(self) -> None:
+        for rendered in await _messages_after(self.conversation_id, self.last_sent):
+            self.last_sent = rendered["seq"]
+            await self._send(rendered)
+
+    async def _send(self, data: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(data, ensure_ascii=False))

@@ -1,0 +1,56 @@
+"""Small pieces every protocol adapter shares: headers, query strings, rate limits."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs
+
+
+def header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin1"))
+    return None
+
+
+def cookie(scope: dict[str, Any], name: str) -> str | None:
+    raw = header(scope, b"cookie")
+    if not raw:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(raw)
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel else None
+
+
+def query_param(scope: dict[str, Any], name: str) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin1")).get(name)
+    return values[0] if values else None
+
+
+def is_secure(scope: dict[str, Any]) -> bool:
+    return scope.get("scheme") in {"wss", "https"} or header(scope, b"x-forwarded-proto") == "https"
+
+
+class RateLimiter:
+    """At most `limit` events in any `window` seconds (a sliding log; small limits only)."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.clock = limit, window, clock
+        self.events: deque[float] = deque()
+
+    def allow(self) -> bool:
+        now = self.clock()
+        while self.events and now - self.events[0] >= self.window:
+            self.events.popleft()
+        if self.limit and len(self.events) >= self.limit:
+            return False
+        self.events.append(now)
+        return True

@@ -1,0 +1,5 @@
+from django.urls import path
+
+from conversations.protocols import sessions_api
+
+urlpatterns: list = [*sessions_api.urlpatterns]

@@ -1,0 +1,270 @@
+"""Every change to a conversation goes through one function here.
+
+Writes happen in a transaction holding the conversation's row; events are published and tasks
+enqueued only after the commit (`publish_on_commit`, `transaction.on_commit`), so a client never
+sees anything that is not stored.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from conversations import turns
+from conversations.events import Event, error_event, message_event, turn_event
+from conversations.models import Channel, Conversation, Message, TurnState
+from conversations.publish import publish_on_commit
+from flows.engine import Generate, Position, Rejection, SendRequest
+from flows.models import Brand
+from flows.selectors import active_flow_version_id, flow_for_version
+
+
+def visitor_key_for(secret: str) -> str:
+    """Conversations are found by a hash of the visitor's session value, never the value."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def lock_conversation(conversation_id: Any) -> Conversation:
+    """The conversation row, locked until the transaction ends (PostgreSQL); SQLite serialises
+    writers with IMMEDIATE transactions instead."""
+    return Conversation.objects.select_for_update().select_related("brand").get(pk=conversation_id)
+
+
+def append_messages(conversation: Conversation, entries: Iterable[tuple[str, str, dict[str, Any]]]) -> list[Message]:
+    """Number and store messages at the end of a locked conversation's log."""
+    created = []
+    for direction, kind, payload in entries:
+        conversation.last_seq += 1
+        created.append(
+            Message(conversation=conversation, seq=conversation.last_seq, direction=direction, kind=kind, payload=payload)
+        )
+    Message.objects.bulk_create(created)
+    return created
+
+
+def _enqueue_on_commit(task_name: str, *args: Any) -> None:
+    from conversations import tasks  # tasks import services
+
+    task = getattr(tasks, task_name)
+    transaction.on_commit(lambda: task.delay(*args))
+
+
+# --- Opening, ending -------------------------------------------------------------------------
+
+
+def conversation_open(
+    brand: Brand,
+    channel: str,
+    *,
+    visitor_key: str = "",
+    user_id: str = "",
+    external_id: str = "",
+    meta: dict[str, Any] | None = None,
+) -> Conversation:
+    """Start a conversation. An assistant conversation runs its brand's published flow from the
+    first state, in a worker."""
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            brand=brand,
+            channel=channel,
+            visitor_key=visitor_key,
+            user_id=user_id[:200],
+            external_id=external_id[:200],
+            flow_version_id=active_flow_version_id(brand) if channel == Channel.ASSISTANT else None,
+            meta=meta or {},
+        )
+        if channel == Channel.ASSISTANT:
+            _enqueue_on_commit("advance_flow", str(conversation.pk))
+    return conversation
+
+
+def conversation_end(conversation_id: Any, reason: str = "ended") -> None:
+    with transaction.atomic():
+        conversation = lock_conversation(conversation_id)
+        if conversation.ended_at is None:
+            conversation.ended_at = timezone.now()
+            conversation.meta = {**conversation.meta, "ended_reason": reason}
+            conversation.save(update_fields=["ended_at", "meta", "updated_at"])
+
+
+def assistant_reset(conversation_id: Any) -> Conversation:
+    """ResetSession: end the visitor's conversation and start a new one for the same visitor."""
+    with transaction.atomic():
+        old = lock_conversation(conversation_id)
+        if old.ended_at is None:
+            old.ended_at = timezone.now()
+            old.meta = {**old.meta, "ended_reason": "reset by visitor"}
+            old.save(update_fields=["ended_at", "meta", "updated_at"])
+        Message.objects.filter(conversation=old, seq__isnull=True).delete()
+        return conversation_open(old.brand, old.channel, visitor_key=old.visitor_key, user_id=old.user_id)
+
+
+# --- The assistant: an inbox of visitor responses applied in order by a worker -----------------
+
+
+class InputResult(enum.Enum):
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    BUSY = "busy"
+
+
+def assistant_queue_input(
+    conversation_id: Any, payload: dict[str, Any], *, client_id: str | None = None, reply_channel: str = ""
+) -> InputResult:
+    """Store a visitor's response in the inbox and have a worker apply it.
+
+    Inputs are applied in arrival order, each once: a retry with the same `client_id` is a
+    duplicate; more than MAX_PENDING_INPUTS waiting is `busy`.
+    """
+    try:
+        with transaction.atomic():
+            conversation = lock_conversation(conversation_id)
+            waiting = Message.objects.filter(conversation=conversation, seq__isnull=True).count()
+            if client_id and Message.objects.filter(conversation=conversation, client_id=client_id).exists():
+                return InputResult.DUPLICATE
+            if waiting >= settings.MAX_PENDING_INPUTS:
+                return InputResult.BUSY
+            Message.objects.create(
+                conversation=conversation,
+                seq=None,
+                direction=Message.Direction.IN,
+                kind=str(payload["kind"]),
+                payload=payload,
+                client_id=client_id,
+                reply_channel=reply_channel[:200],
+            )
+            _enqueue_on_commit("advance_flow", str(conversation.pk))
+    except IntegrityError:
+        return InputResult.DUPLICATE
+    return InputResult.QUEUED
+
+
+@dataclass
+class _Outcome:
+    events: list[Event]
+    generate: Generate | None = None
+
+
+def assistant_advance(conversation_id: Any) -> None:
+    """Start the flow if it has not started, then apply every waiting input in order.
+
+    Safe to run twice and from several workers at once: each run holds the conversation's row
+    and works only on what is still waiting, so a second run finds nothing to do.
+    """
+    with transaction.atomic():
+        conversation = lock_conversation(conversation_id)
+        if conversation.flow_version_id is None or conversation.ended_at is not None:
+            return
+        if conversation.turn_state in turns.IN_FLIGHT:
+            # A generated answer is being written; the generation task calls us again when done.
+            return
+        flow = flow_for_version(conversation.flow_version_id)
+        events: list[Event] = []
+        if conversation.flow_position is None:
+            step = flow.start()
+            events += _apply_actions(conversation, step.actions)
+            conversation.flow_position = step.position.to_json()
+        inbox = list(Message.objects.filter(conversation=conversation, seq__isnull=True).order_by("id"))
+        for pending in inbox:
+            position = Position.from_json(conversation.flow_position)
+            result = flow.respond(position, pending.payload)
+            if isinstance(result, Rejection):
+                events.append(error_event("unexpected_response", result.reason, pending.reply_channel or None))
+                pending.delete()
+                continue
+            payload = dict(pending.payload)
+            if payload.get("kind") == "ChoiceResponse" and not payload.get("content"):
+                # The seed client draws `message.content` on replay.
+                payload["content"] = flow.choice_content(str(payload["groupId"]), str(payload["itemId"])) or ""
+            turns.back_to_idle(conversation, "next visitor input")
+            turns.move_through(conversation, [TurnState.USER_WRITING, TurnState.USER_COMMITTED], "visitor input")
+            # The accepted input is stored anew, so that ids follow the order of the log.
+            pending.delete()
+            (accepted,) = append_messages(conversation, [(Message.Direction.IN, pending.kind, payload)])
+            if pending.client_id:
+                accepted.client_id = pending.client_id
+                accepted.save(update_fields=["client_id"])
+            events.append(message_event(accepted))
+            turns.move(conversation, TurnState.AI_GENERATING, "flow step")
+            events += _apply_actions(conversation, result.actions)
+            conversation.flow_position = result.position.to_json()
+            generating = next((a for a in result.actions if isinstance(a, Generate)), None)
+            if generating is not None:
+                # The rest of the chain was stored with the step; generation answers now and the
+                # inbox waits until it has committed.
+                break
+            turns.move_through(conversation, [TurnState.AI_COMMITTED, TurnState.IDLE], "flow step done")
+        conversation.save(update_fields=["flow_position", "last_seq", "updated_at"])
+        publish_on_commit(conversation.pk, events)
+
+
+def _apply_actions(conversation: Conversation, actions: Iterable[object]) -> list[Event]:
+    """Store the bot's requests of one step. Generation actions are handed to a worker; requests
+    that come after one wait in the position until the answer is stored."""
+    events: list[Event] = []
+    outgoing: list[tuple[str, str, dict[str, Any]]] = []
+    actions = list(actions)
+    for index, action in enumerate(actions):
+        if isinstance(action, SendRequest):
+            outgoing.append((Message.Direction.OUT, str(action.message["kind"]), action.message))
+        elif isinstance(action, Generate):
+            after = [a.message for a in actions[index + 1 :] if isinstance(a, SendRequest)]
+            conversation.meta = {**conversation.meta, "after_generation": after}
+            conversation.save(update_fields=["meta"])
+            _enqueue_on_commit("generate_answer", str(conversation.pk), conversation.last_seq)
+            break
+    for message in append_messages(conversation, outgoing):
+        events.append(message_event(message))
+    return events
+
+
+# --- Free-text turns: brand chat, sessions API, generated answers in flows --------------------
+
+
+class Busy(Exception):
+    """The conversation is not ready for a message (a turn is under way)."""
+
+
+def conversation_accept_user_message(
+    conversation_id: Any, text: str, *, kind: str = "UserText", extra: dict[str, Any] | None = None,
+    client_id: str | None = None,
+) -> Message:
+    """Store a visitor's message and start generating the answer: idle → user_writing →
+    user_committed, then a worker takes it. Raises Busy unless the conversation is ready."""
+    with transaction.atomic():
+        conversation = lock_conversation(conversation_id)
+        if conversation.turn_state not in turns.READY_FOR_INPUT:
+            raise Busy(f"the conversation is {conversation.turn_state}")
+        turns.back_to_idle(conversation, "new visitor message")
+        turns.move_through(conversation, [TurnState.USER_WRITING, TurnState.USER_COMMITTED], "visitor message")
+        payload = {"kind": kind, "content": text, **(extra or {})}
+        (message,) = append_messages(conversation, [(Message.Direction.IN, kind, payload)])
+        if client_id:
+            message.client_id = client_id
+            message.save(update_fields=["client_id"])
+        conversation.save(update_fields=["last_seq", "updated_at"])
+        publish_on_commit(conversation.pk, [message_event(message), turn_event(conversation.turn_state)])
+        _enqueue_on_commit("generate_answer", str(conversation.pk), message.seq)
+    return message
+
+
+def conversation_fail(conversation_id: Any, reason: str, *, visitor_message: str) -> bool:
+    """Move a turn under way to `error`, telling connected clients. False if nothing was under way."""
+    with transaction.atomic():
+        conversation = lock_conversation(conversation_id)
+        if conversation.turn_state not in turns.IN_FLIGHT:
+            return False
+        turns.move(conversation, TurnState.ERROR, reason)
+        conversation.last_error = visitor_message
+        conversation.save(update_fields=["last_error", "updated_at"])
+        publish_on_commit(
+            conversation.pk, [error_event("generation_failed", visitor_message), turn_event(TurnState.ERROR, reason)]
+        )
+    return True

@@ -1,0 +1,58 @@
+"""Finds conversations a crash left mid-turn, and idle ones past their timeout."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from conversations import turns
+from conversations.events import error_event, turn_event
+from conversations.models import Conversation, TurnState
+from conversations.publish import publish_on_commit
+from conversations.services import lock_conversation
+
+STUCK_MESSAGE = "Sorry, something went wrong while answering. Please send your message again."
+
+
+def sweep(stuck_seconds: int, idle_timeout_seconds: int) -> int:
+    """Move stuck turns to `error` and long-idle conversations to `timeout`. Returns how many."""
+    now = timezone.now()
+    moved = 0
+    stuck_ids = list(
+        Conversation.objects.filter(
+            turn_state__in=[TurnState.USER_WRITING, TurnState.USER_COMMITTED, TurnState.AI_GENERATING],
+            turn_changed_at__lt=now - timedelta(seconds=stuck_seconds),
+            ended_at__isnull=True,
+        ).values_list("pk", flat=True)[:500]
+    )
+    for conversation_id in stuck_ids:
+        with transaction.atomic():
+            conversation = lock_conversation(conversation_id)
+            if conversation.turn_state not in turns.IN_FLIGHT:
+                continue  # it finished while we looked
+            if conversation.turn_changed_at >= now - timedelta(seconds=stuck_seconds):
+                continue
+            turns.move(conversation, TurnState.ERROR, f"stuck in {conversation.turn_state}")
+            conversation.last_error = STUCK_MESSAGE
+            conversation.save(update_fields=["last_error", "updated_at"])
+            publish_on_commit(conversation.pk, [error_event("timeout", STUCK_MESSAGE), turn_event(TurnState.ERROR)])
+            moved += 1
+    if idle_timeout_seconds > 0:
+        idle_ids = list(
+            Conversation.objects.filter(
+                turn_state=TurnState.IDLE,
+                turn_changed_at__lt=now - timedelta(seconds=idle_timeout_seconds),
+                ended_at__isnull=True,
+            ).values_list("pk", flat=True)[:500]
+        )
+        for conversation_id in idle_ids:
+            with transaction.atomic():
+                conversation = lock_conversation(conversation_id)
+                if conversation.turn_state != TurnState.IDLE:
+                    continue
+                turns.move(conversation, TurnState.TIMEOUT, "idle too long")
+                publish_on_commit(conversation.pk, [turn_event(TurnState.TIMEOUT, "idle too long")])
+                moved += 1
+    return moved

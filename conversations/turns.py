@@ -1,0 +1,88 @@
+"""The turn state machine: the seed's states and transitions, validated in one place.
+
+A conversation never has two answers generated at once because every move is a conditional
+UPDATE (`WHERE turn_state = <expected>`): of two workers or requests racing, exactly one changes
+the row; the other sees zero rows and loses. On PostgreSQL callers also hold the row lock.
+"""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from conversations.models import Conversation, TurnState, TurnTransition
+
+S = TurnState
+
+ALLOWED: dict[str, frozenset[str]] = {
+    S.IDLE: frozenset({S.USER_WRITING, S.TIMEOUT}),
+    S.USER_WRITING: frozenset({S.USER_COMMITTED, S.ERROR}),
+    S.USER_COMMITTED: frozenset({S.AI_GENERATING, S.ERROR}),
+    S.AI_GENERATING: frozenset({S.AI_COMMITTED, S.ERROR}),
+    S.AI_COMMITTED: frozenset({S.IDLE}),
+    S.ERROR: frozenset({S.IDLE}),
+    S.TIMEOUT: frozenset({S.IDLE}),
+}
+
+# States from which a new visitor message may start a turn (after moving back to idle).
+READY_FOR_INPUT = frozenset({S.IDLE, S.AI_COMMITTED, S.ERROR, S.TIMEOUT})
+# States in which a turn is under way.
+IN_FLIGHT = frozenset({S.USER_WRITING, S.USER_COMMITTED, S.AI_GENERATING})
+
+
+class TransitionRefused(Exception):
+    """The move is not one of the seed's transitions, or another actor moved first."""
+
+
+def is_allowed(from_state: str, to_state: str) -> bool:
+    return to_state in ALLOWED.get(from_state, frozenset())
+
+
+def move(conversation: Conversation, to_state: str, reason: str = "") -> None:
+    """Move `conversation` from its current state to `to_state`, or raise TransitionRefused.
+
+    Call inside a transaction. `conversation.turn_state` must be what the caller last read:
+    if the row changed since, the conditional update matches nothing and the move is refused.
+    """
+    from_state = conversation.turn_state
+    if not is_allowed(from_state, to_state):
+        raise TransitionRefused(f"{from_state} → {to_state} is not a turn transition")
+    now = timezone.now()
+    changed = Conversation.objects.filter(pk=conversation.pk, turn_state=from_state).update(
+        turn_state=to_state, turn_changed_at=now, updated_at=now
+    )
+    if changed != 1:
+        raise TransitionRefused(f"{from_state} → {to_state} lost a race")
+    TurnTransition.objects.create(
+        conversation=conversation, from_state=from_state, to_state=to_state, reason=reason[:300], created_at=now
+    )
+    conversation.turn_state = to_state
+    conversation.turn_changed_at = now
+
+
+def move_through(conversation: Conversation, states: list[str], reason: str = "") -> None:
+    """Several moves in one conditional UPDATE; every step is still checked and recorded."""
+    from_state = conversation.turn_state
+    path = [from_state, *states]
+    for before, after in zip(path, path[1:], strict=False):
+        if not is_allowed(before, after):
+            raise TransitionRefused(f"{before} → {after} is not a turn transition")
+    if not states:
+        return
+    now = timezone.now()
+    changed = Conversation.objects.filter(pk=conversation.pk, turn_state=from_state).update(
+        turn_state=states[-1], turn_changed_at=now, updated_at=now
+    )
+    if changed != 1:
+        raise TransitionRefused(f"{from_state} → {states[-1]} lost a race")
+    TurnTransition.objects.bulk_create(
+        TurnTransition(conversation=conversation, from_state=before, to_state=after, reason=reason[:300], created_at=now)
+        for before, after in zip(path, path[1:], strict=False)
+    )
+    conversation.turn_state = states[-1]
+    conversation.turn_changed_at = now
+
+
+def back_to_idle(conversation: Conversation, reason: str = "") -> None:
+    """From a finished turn, an error or a timeout, be ready for the next message."""
+    if conversation.turn_state != S.IDLE:
+        move(conversation, S.IDLE, reason)

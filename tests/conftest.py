@@ -1,0 +1,43 @@
+"""Shared fixtures: personas, the demo brand, a real Celery worker, a real channel layer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from botsite.celery import app as celery_app
+from flows.models import Brand
+from flows.services import flow_import, parse_flow_file
+
+LANGUAGE_FLOW = Path(__file__).resolve().parents[1] / "flows" / "demo" / "language-flow.json"
+
+
+@pytest.fixture
+def techpro(db: None) -> Brand:
+    """The demo brand with the seed's language flow, as `load_demo` makes it."""
+    brand = Brand.objects.create(
+        slug="techpro",
+        name="TechPro Solutions",
+        description="Laptops, monitors and accessories.",
+        allowed_origins="http://localhost:*\nhttp://127.0.0.1:*",
+    )
+    flow_import(brand, parse_flow_file(LANGUAGE_FLOW.read_text()), name="Language flow")
+    return brand
+
+
+@pytest.fixture(scope="session")
+def celery_session_worker() -> Iterator[object]:
+    """A real Celery worker (a thread of this process) consuming from the real broker."""
+    celery_app.conf.task_always_eager = False
+    with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False,
+                      loglevel="WARNING", shutdown_timeout=10) as worker:
+        yield worker
+
+
+@pytest.fixture
+def worker(celery_session_worker: object, transactional_db: None) -> object:
+    """Tests that need a worker see committed data only, hence the transactional database."""
+    return celery_session_worker
