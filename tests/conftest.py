@@ -11,6 +11,7 @@ from celery.contrib.testing.worker import start_worker
 from botsite.celery import app as celery_app
 from flows.models import Brand
 from flows.services import flow_import, parse_flow_file
+from tests.llm_server import LLMServer
 
 LANGUAGE_FLOW = Path(__file__).resolve().parents[1] / "flows" / "demo" / "language-flow.json"
 
@@ -41,3 +42,10 @@ def celery_session_worker() -> Iterator[object]:
 def worker(celery_session_worker: object, transactional_db: None) -> object:
     """Tests that need a worker see committed data only, hence the transactional database."""
     return celery_session_worker
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LLMServer]:
+    """A loopback OpenAI-compatible streaming server (tests/llm_server.py); `.url` is its base URL."""
+    with LLMServer() as server:
+        yield server
