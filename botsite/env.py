@@ -52,7 +52,8 @@ def redis_url_for_db(url: str, db: int) -> str:
     if parts.scheme == "unix":
         query = parse_qs(parts.query)
         query["db"] = [str(db)]
-        return urlunparse(parts._replace(query=urlencode(query, doseq=True)))
+        # urlunparse would drop the empty host and give `unix:/path`, which redis-py refuses.
+        return f"unix://{parts.path}?{urlencode(query, doseq=True)}"
     return urlunparse(parts._replace(path=f"/{db}"))
 
 

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "botsite",
     "flows",
     "conversations",
 ]
