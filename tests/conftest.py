@@ -11,6 +11,7 @@ from celery.contrib.testing.worker import start_worker
 from botsite.celery import app as celery_app
 from flows.models import Brand
 from flows.services import flow_import, parse_flow_file
+from tests.live import Daphne
 from tests.llm_server import LLMServer
 
 LANGUAGE_FLOW = Path(__file__).resolve().parents[1] / "flows" / "demo" / "language-flow.json"
@@ -48,4 +49,11 @@ def worker(celery_session_worker: object, transactional_db: None) -> object:
 def llm_server() -> Iterator[LLMServer]:
     """A loopback OpenAI-compatible streaming server (tests/llm_server.py); `.url` is its base URL."""
     with LLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def daphne(worker: object) -> Iterator[Daphne]:
+    """A real daphne serving botsite.asgi on a free loopback port (`.url`, `.ws_url`)."""
+    with Daphne() as server:
         yield server
