@@ -74,6 +74,8 @@ class Product(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["brand", "external_id"], name="product_unique_per_brand")
         ]
+        # Retrieval checks the catalog's version (count, latest edit) on every query.
+        indexes = [models.Index(fields=["brand", "updated_at"], name="product_brand_updated_idx")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.external_id})"
