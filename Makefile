@@ -26,8 +26,8 @@ test: $(STAMP)
 ## The tests that matter for concurrency, against the local PostgreSQL and Redis servers.
 test-postgres: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
-	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} \
-	$(BIN)/python -m pytest -m "postgres" -q
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/8} \
+	$(BIN)/python -m pytest -m "postgres or concurrency" -q
 
 test-fault: $(STAMP)
 	$(BIN)/python -m pytest -m fault -q

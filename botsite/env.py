@@ -46,8 +46,21 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def redis_url_for_db(url: str, db: int) -> str:
-    """The same Redis server as `url`, logical database `db` (redis-py URL syntax)."""
+def _base_db(url: str) -> int:
+    parts = urlparse(url)
+    if parts.scheme == "unix":
+        return int(parse_qs(parts.query).get("db", ["0"])[0])
+    path = parts.path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
+def redis_url_for_db(url: str, offset: int) -> str:
+    """The same Redis server as `url`, logical database (the URL's database + `offset`).
+
+    The channel layer, the Celery broker and the cache each get their own database, counted
+    from the one REDIS_URL names, so two deployments can share a server (`/0` and `/4`, say).
+    """
+    db = _base_db(url) + offset
     parts = urlparse(url)
     if parts.scheme == "unix":
         query = parse_qs(parts.query)
@@ -57,9 +70,9 @@ def redis_url_for_db(url: str, db: int) -> str:
     return urlunparse(parts._replace(path=f"/{db}"))
 
 
-def celery_url_for_db(url: str, db: int) -> str:
+def celery_url_for_db(url: str, offset: int) -> str:
     """Kombu spells a unix-socket Redis as `redis+socket://PATH?virtual_host=N`."""
     parts = urlparse(url)
     if parts.scheme == "unix":
-        return f"redis+socket://{parts.path}?virtual_host={db}"
-    return redis_url_for_db(url, db)
+        return f"redis+socket://{parts.path}?virtual_host={_base_db(url) + offset}"
+    return redis_url_for_db(url, offset)
