@@ -1,11 +1,10 @@
 """Retrieval: the brand's products most relevant to what the visitor asked.
 
 Each process keeps one BM25 index per brand in memory, built from the catalog on first use and
-rebuilt when the catalog changes. The catalog's version is `(count, max(updated_at), max(id))`,
-one indexed aggregate per query, so an edit in the admin, an import or a deletion is seen by the
-next query without signals. Scoring walks only the postings of the query's terms, with each
-posting's BM25 weight computed at build time: a query costs a few dictionary look-ups and
-additions, not a pass over the catalog.
+rebuilt when the catalog changes. The catalog's version is `(count, max(updated_at))`, two
+index-only reads per query, so an edit in the admin, an import or a deletion is seen by the next
+query without signals. Each posting's BM25 weight is computed at build time, so a query adds up
+the postings of its few terms (vectorised) and picks the best with a partial sort.
 
 Scores are in [0, 1]: the share of the query's information (IDF-weighted terms) the product
 covers, tempered by how its BM25 score compares with the best match. Nothing matching: [].
@@ -13,7 +12,6 @@ covers, tempered by how its BM25 score compares with the best match. Nothing mat
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 import threading
@@ -23,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Max
+import numpy as np
 
 from conversations.generation.base import ScoredProduct
 from flows.models import Product
@@ -36,20 +34,24 @@ FIELD_WEIGHTS = {"name": 3.0, "category": 2.5, "features": 1.5, "specifications"
 UNAVAILABLE_FACTOR = 0.85
 
 STOPWORDS = frozenset(
-    # English
-    "a an the and or but of for to in on at by with from about into over is are was were be been "
-    "being am do does did have has had i me my we our you your it its this that these those there "
-    "here what which who whom how why when where can could would should will shall may might must "
-    "need needs want wants looking look find show tell give get please any some something anything "
-    "one ones just also very really much many more most less than then so too not no yes hi hello "
-    "hey thanks thank good like would recommend recommendation suggest help me us them they he she "
-    "if as up out all"
-    # Indonesian
-    " saya aku kamu anda apa ada yang untuk dengan dan atau tidak bisa mau ingin cari mencari "
-    "butuh perlu tolong bantu ini itu di ke dari juga sudah belum dong ya kah gimana bagaimana "
-    "rekomendasi rekomendasikan punya buat pakai terima kasih halo selamat pagi siang sore malam "
-    "nya lagi sih deh nih kak mas mbak pak bu adalah sebuah suatu seperti kalau jika agar supaya "
-    "tapi tetapi karena yg dgn utk sama banget sekali paling lebih yang mana minta tanya".split()
+    " ".join(
+        [
+            # English
+            "a an the and or but of for to in on at by with from about into over is are was were be been "
+            "being am do does did have has had i me my we our you your it its this that these those there "
+            "here what which who whom how why when where can could would should will shall may might must "
+            "need needs want wants looking look find show tell give get please any some something anything "
+            "one ones just also very really much many more most less than then so too not no yes hi hello "
+            "hey thanks thank good like would recommend recommendation suggest help me us them they he she "
+            "if as up out all",
+            # Indonesian
+            "saya aku kamu anda apa ada yang untuk dengan dan atau tidak bisa mau ingin cari mencari "
+            "butuh perlu tolong bantu ini itu di ke dari juga sudah belum dong ya kah gimana bagaimana "
+            "rekomendasi rekomendasikan punya buat pakai terima kasih halo selamat pagi siang sore malam "
+            "nya lagi sih deh nih kak mas mbak pak bu adalah sebuah suatu seperti kalau jika agar supaya "
+            "tapi tetapi karena yg dgn utk sama banget sekali paling lebih yang mana minta tanya",
+        ]
+    ).split()
 )
 
 # Query expansion: Indonesian words to the catalog's English, and a few English paraphrases.
@@ -82,7 +84,6 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "tahan": ("battery", "long"),
     "desain": ("design", "creative"),
     "desainer": ("designer", "creative", "design"),
-    "editing": ("editing", "creative"),
     "video": ("video",),
     "penyimpanan": ("storage", "ssd"),
     "memori": ("memory", "ram"),
@@ -195,9 +196,11 @@ class BrandIndex:
 
     version: tuple[Any, ...]
     products: list[dict[str, Any]]
-    # term → [(document number, BM25 weight of the term in that document)]
-    postings: dict[str, list[tuple[int, float]]]
+    # term → (document numbers, BM25 weight of the term in each of those documents)
+    postings: dict[str, tuple[np.ndarray, np.ndarray]]
     idf: dict[str, float]
+    # Ranking factor per document (availability).
+    factors: np.ndarray
 
     @classmethod
     def build(cls, version: tuple[Any, ...], rows: Iterable[Product]) -> BrandIndex:
@@ -221,15 +224,20 @@ class BrandIndex:
         for counts in frequencies:
             for term in counts:
                 document_frequency[term] += 1
-        idf = {
-            term: math.log(1 + (total - df + 0.5) / (df + 0.5)) for term, df in document_frequency.items()
-        }
-        postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        idf = {term: math.log(1 + (total - df + 0.5) / (df + 0.5)) for term, df in document_frequency.items()}
+        lists: dict[str, tuple[list[int], list[float]]] = {}
         for number, counts in enumerate(frequencies):
             norm = K1 * (1 - B + B * lengths[number] / average)
             for term, tf in counts.items():
-                postings[term].append((number, idf[term] * tf * (K1 + 1) / (tf + norm)))
-        return cls(version=version, products=products, postings=dict(postings), idf=idf)
+                documents, weights = lists.setdefault(term, ([], []))
+                documents.append(number)
+                weights.append(idf[term] * tf * (K1 + 1) / (tf + norm))
+        postings = {
+            term: (np.asarray(documents, dtype=np.int32), np.asarray(weights, dtype=np.float64))
+            for term, (documents, weights) in lists.items()
+        }
+        factors = np.asarray([1.0 if p["availability"] else UNAVAILABLE_FACTOR for p in products], dtype=np.float64)
+        return cls(version=version, products=products, postings=postings, idf=idf, factors=factors)
 
     def search(self, text: str, limit: int = 3) -> list[ScoredProduct]:
         terms = query_terms(text)
@@ -239,29 +247,32 @@ class BrandIndex:
         # does not have should not look like a confident match.
         unknown_idf = math.log(1 + (len(self.products) + 0.5) / 0.5)
         wanted = sum(weight * self.idf.get(term, unknown_idf) for term, weight in terms.items())
-        bm25: dict[int, float] = defaultdict(float)
-        covered: dict[int, float] = defaultdict(float)
+        scores = np.zeros(len(self.products))
+        covered = np.zeros(len(self.products))
+        matched = False
         for term, weight in terms.items():
-            term_idf = self.idf.get(term)
-            if term_idf is None:
+            found = self.postings.get(term)
+            if found is None:
                 continue
-            share = weight * term_idf
-            for number, contribution in self.postings[term]:
-                bm25[number] += weight * contribution
-                covered[number] += share
-        if not bm25:
+            documents, weights = found
+            # A term's documents are distinct, so fancy-index addition is exact.
+            scores[documents] += weight * weights
+            covered[documents] += weight * self.idf[term]
+            matched = True
+        if not matched:
             return []
-
-        def rank(number: int) -> float:
-            factor = 1.0 if self.products[number]["availability"] else UNAVAILABLE_FACTOR
-            return bm25[number] * factor
-
-        best = heapq.nlargest(max(limit, 1), bm25, key=rank)
-        top = rank(best[0])
+        ranked = scores * self.factors
+        count = min(limit, int(np.count_nonzero(ranked)))
+        if count <= 0:
+            return []
+        # A partial sort finds the best `count` without sorting the whole catalog.
+        candidates = np.argpartition(-ranked, count - 1)[:count] if count < len(ranked) else np.arange(len(ranked))
+        best = sorted(candidates.tolist(), key=lambda number: (-ranked[number], number))
+        top = float(ranked[best[0]])
         results = []
-        for number in best[:limit]:
-            coverage = min(1.0, covered[number] / wanted) if wanted else 0.0
-            score = coverage * (0.5 + 0.5 * rank(number) / top)
+        for number in best:
+            coverage = min(1.0, float(covered[number]) / wanted) if wanted else 0.0
+            score = coverage * (0.5 + 0.5 * float(ranked[number]) / top)
             results.append(ScoredProduct(self.products[number], round(max(0.0, min(1.0, score)), 4)))
         return results
 
@@ -271,11 +282,11 @@ _lock = threading.Lock()
 
 
 def catalog_version(brand_id: int) -> tuple[Any, ...]:
-    """Changes whenever a product of the brand is added, edited or deleted."""
-    stats = Product.objects.filter(brand_id=brand_id).aggregate(
-        count=Count("id"), updated=Max("updated_at"), last=Max("id")
-    )
-    return (stats["count"], stats["updated"], stats["last"])
+    """Changes whenever a product of the brand is added, edited or deleted (two index-only
+    reads: the count and the latest edit)."""
+    products = Product.objects.filter(brand_id=brand_id)
+    latest = products.order_by("-updated_at").values_list("updated_at", flat=True).first()
+    return (products.count(), latest)
 
 
 def brand_index(brand_id: int) -> BrandIndex:
