@@ -20,13 +20,7 @@ install_daphne_headers()
 channels_app = ProtocolTypeRouter({"http": django_http, "websocket": URLRouter(websocket_urlpatterns)})
 
 
-def _with_socketio(app):  # type: ignore[no-untyped-def]
-    """Socket.IO answers /socket.io/; everything else goes to Channels."""
-    try:
-        from conversations.protocols.agents import socketio_app
-    except ImportError:
-        return app
-    return socketio_app(other_asgi_app=app)
+from conversations.protocols.agents import socketio_app  # noqa: E402
 
-
-application = _with_socketio(channels_app)
+# Socket.IO answers /socket.io/; every other path and protocol goes to Channels.
+application = socketio_app(other_asgi_app=channels_app)

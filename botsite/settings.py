@@ -190,6 +190,22 @@ LOGGING = {
 
 TESTING = "pytest" in sys.modules
 
+# --- Remote AI agents (Socket.IO, docs/agents.md) -----------------------------------------------
+# Browser origins allowed to open /socket.io/ (`*` wildcards; `*` alone: any). No Origin: allowed.
+AGENT_ALLOWED_ORIGINS = env_list(
+    "AGENT_ALLOWED_ORIGINS",
+    ["http://localhost:*", "http://127.0.0.1:*", "https://localhost:*", "https://127.0.0.1:*"],
+)
+AGENT_REQUESTS_PER_MINUTE = env_int("AGENT_REQUESTS_PER_MINUTE", 120)  # per socket
+AGENT_MAX_VALUE_CHARS = env_int("AGENT_MAX_VALUE_CHARS", 10_000)
+AGENT_SUMMARY_INTERVAL_SECONDS = env_int("AGENT_SUMMARY_INTERVAL_SECONDS", 5)
+# conversations.agents is not an app of its own, so autodiscovery does not find its tasks.
+CELERY_IMPORTS = ["conversations.agents.tasks"]
+
 CELERY_BEAT_SCHEDULE = {
     "sweep-turns": {"task": "conversations.tasks.sweep_turns", "schedule": float(SWEEP_INTERVAL_SECONDS)},
+    "agent-summaries": {
+        "task": "conversations.agents.tasks.send_agent_summaries",
+        "schedule": float(AGENT_SUMMARY_INTERVAL_SECONDS),
+    },
 }
