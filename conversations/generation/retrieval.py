@@ -32,6 +32,8 @@ K1, B = 1.2, 0.75
 FIELD_WEIGHTS = {"name": 3.0, "category": 2.5, "features": 1.5, "specifications": 1.0, "description": 1.0}
 # An unavailable product still answers a question about it, but loses ties to ones in stock.
 UNAVAILABLE_FACTOR = 0.85
+# Results scoring below this share of the best match's BM25 are left out.
+TAIL_CUT = 0.35
 
 STOPWORDS = frozenset(
     " ".join(
@@ -271,9 +273,13 @@ class BrandIndex:
         top = float(ranked[best[0]])
         results = []
         for number in best:
+            relative = float(ranked[number]) / top
+            if relative < TAIL_CUT:
+                break  # a passing mention next to real matches is noise, not a suggestion
             coverage = min(1.0, float(covered[number]) / wanted) if wanted else 0.0
-            score = coverage * (0.5 + 0.5 * float(ranked[number]) / top)
+            score = coverage * (0.5 + 0.5 * relative)
             results.append(ScoredProduct(self.products[number], round(max(0.0, min(1.0, score)), 4)))
+        results.sort(key=lambda scored: -scored.score)  # stable: BM25 order breaks ties
         return results
 
 
