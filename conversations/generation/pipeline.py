@@ -1,0 +1,394 @@
+"""Answer one visitor message: claim the turn, ground, stream, store, then announce the commit.
+
+`run_generation` is the body of the Celery task `generate_answer` (late acks: a worker that dies
+makes the broker deliver it again), so it is safe to run twice:
+
+- the turn is claimed with the conditional move user_committed → ai_generating; whoever loses
+  the race, or finds the answer already stored, does nothing;
+- a run that finds the turn already ai_generating for the same message is a redelivery after a
+  worker died mid-answer. It never generates a second answer: it keeps what was streamed (the
+  pieces are in Redis, see `streams`) as a cut-off message and moves the turn to `error` with a
+  message the visitor sees. If the first run is in fact still alive (its heartbeat is fresh), the
+  redelivery leaves the turn to it.
+
+The whole stream runs in one event loop per task (`asyncio.run` once), publishing each piece as
+it comes; the answer is stored in one transaction holding the conversation's row and announced
+only after that commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from conversations import services, turns
+from conversations.events import Event, delta_event, message_event, turn_event
+from conversations.generation import streams
+from conversations.generation.base import ChatTurn, GenerationRequest, Provider, ProviderError, ScoredProduct
+from conversations.generation.budget import BUDGET_SPENT_MESSAGE, budget_spent, record_usage
+from conversations.generation.language import detect_language
+from conversations.generation.offline import OfflineProvider
+from conversations.generation.providers import FixedTextProvider, provider_for
+from conversations.generation.retrieval import retrieve
+from conversations.models import Channel, Conversation, Message, TurnState
+from conversations.publish import publish_async, publish_on_commit
+
+logger = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 20
+PRODUCT_LIMIT = 3
+FAILED_MESSAGE = "Sorry, I could not answer right now. Please send your message again."
+INTERRUPTED_MESSAGE = "Sorry, the answer was interrupted. Please send your message again."
+
+
+@dataclass
+class Attempt:
+    stream_id: str
+    provider: str
+    pieces: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+@dataclass
+class Plan:
+    conversation_id: Any
+    user_seq: int
+    brand_id: int
+    channel: str
+    request: GenerationRequest
+    provider: Provider
+    fallback: bool
+    notice: str = ""  # "budget_spent" when the answer is a notice instead of the model's
+
+
+def run_generation(conversation_id: Any, user_seq: int) -> None:
+    claim = _claim(conversation_id, user_seq)
+    if claim == "recover":
+        _recover(conversation_id, user_seq)
+        return
+    if claim != "claimed":
+        logger.info("generation for %s #%s: nothing to do (%s)", conversation_id, user_seq, claim)
+        return
+    try:
+        plan = _plan(conversation_id, user_seq)
+        attempts = asyncio.run(_stream(plan))
+    except Exception:
+        logger.exception("generation for %s #%s failed before it could store an answer", conversation_id, user_seq)
+        services.conversation_fail(conversation_id, "generation crashed", visitor_message=FAILED_MESSAGE)
+        streams.forget(conversation_id, user_seq, [])
+        raise
+    _store(plan, attempts)
+
+
+# --- Claiming the turn -----------------------------------------------------------------------
+
+
+def _latest_user_seq(conversation: Conversation) -> int | None:
+    latest = (
+        Message.objects.filter(conversation=conversation, direction=Message.Direction.IN, seq__isnull=False)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return latest
+
+
+def _claim(conversation_id: Any, user_seq: int) -> str:
+    """ "claimed", "recover" (a redelivery of a turn already under way) or why there is nothing to do."""
+    with transaction.atomic():
+        try:
+            conversation = services.lock_conversation(conversation_id)
+        except (Conversation.DoesNotExist, ValueError):
+            return "no such conversation"
+        current = conversation.meta.get("generation")
+        if conversation.turn_state == TurnState.AI_GENERATING:
+            if current and current.get("user_seq") == user_seq:
+                return "recover"
+            if current is None and conversation.channel == Channel.ASSISTANT:
+                # The flow moved the turn to ai_generating itself; the marker is our claim.
+                _mark(conversation, user_seq)
+                return "claimed"
+            return "another turn is being answered"
+        if conversation.turn_state != TurnState.USER_COMMITTED:
+            return f"the turn is {conversation.turn_state}"
+        if _latest_user_seq(conversation) != user_seq:
+            return "a later message took over"
+        try:
+            turns.move(conversation, TurnState.AI_GENERATING, f"answering #{user_seq}")
+        except turns.TransitionRefused:
+            return "another worker claimed it"
+        _mark(conversation, user_seq)
+        publish_on_commit(conversation.pk, [turn_event(TurnState.AI_GENERATING)])
+        return "claimed"
+
+
+def _mark(conversation: Conversation, user_seq: int) -> None:
+    conversation.meta = {**conversation.meta, "generation": {"user_seq": user_seq, "started": time.time()}}
+    conversation.save(update_fields=["meta", "updated_at"])
+
+
+# --- Grounding -------------------------------------------------------------------------------
+
+
+def _user_message(conversation: Conversation, user_seq: int) -> Message | None:
+    return (
+        Message.objects.filter(conversation=conversation, direction=Message.Direction.IN, seq__lte=user_seq)
+        .order_by("-seq")
+        .first()
+    )
+
+
+def _history(conversation: Conversation, before_seq: int) -> tuple[ChatTurn, ...]:
+    earlier = Message.objects.filter(conversation=conversation, seq__lt=before_seq, seq__isnull=False).order_by("-seq")
+    history = []
+    for message in earlier[:HISTORY_LIMIT]:
+        text = message.text
+        if text:
+            role = "user" if message.direction == Message.Direction.IN else "assistant"
+            history.append(ChatTurn(role=role, content=text))
+    return tuple(reversed(history))
+
+
+def _plan(conversation_id: Any, user_seq: int) -> Plan:
+    conversation = Conversation.objects.select_related("brand").get(pk=conversation_id)
+    brand = conversation.brand
+    message = _user_message(conversation, user_seq)
+    payload = message.payload if message is not None else {}
+    text = str(payload.get("content") or (message.text if message else ""))
+    language = detect_language(text)
+    products: tuple[ScoredProduct, ...] = tuple(retrieve(brand.pk, text, PRODUCT_LIMIT)) if text else ()
+    request = GenerationRequest(
+        brand_name=brand.name,
+        user_text=text,
+        history=_history(conversation, message.seq if message and message.seq else user_seq + 1),
+        language=language,
+        voice=bool(payload.get("voice")),
+        products=products,
+        system_prompt=brand.system_prompt,
+    )
+    if budget_spent(brand):
+        notice = BUDGET_SPENT_MESSAGE.get(language, BUDGET_SPENT_MESSAGE["en"])
+        return Plan(
+            conversation.pk, user_seq, brand.pk, conversation.channel,
+            GenerationRequest(brand_name=brand.name, user_text=text, language=language),
+            FixedTextProvider(notice), fallback=False, notice="budget_spent",
+        )  # fmt: skip
+    provider = provider_for(brand)
+    fallback = brand.fallback_to_offline and provider.name != OfflineProvider.name
+    return Plan(conversation.pk, user_seq, brand.pk, conversation.channel, request, provider, fallback)
+
+
+# --- Streaming (one event loop for the whole task) ------------------------------------------------
+
+
+async def _stream(plan: Plan) -> list[Attempt]:
+    writer = streams.StreamWriter(plan.conversation_id, plan.user_seq)
+    beating = asyncio.create_task(_keep_beating(writer))
+    attempts: list[Attempt] = []
+    try:
+        await writer.beat()
+        providers: list[Provider] = [plan.provider]
+        if plan.fallback:
+            providers.append(OfflineProvider())
+        for number, provider in enumerate(providers, start=1):
+            attempt = Attempt(streams.stream_id_for(plan.conversation_id, plan.user_seq, number), provider.name)
+            attempts.append(attempt)
+            try:
+                async with asyncio.timeout(_total_timeout()):
+                    async for piece in provider.stream(plan.request):
+                        if not piece:
+                            continue
+                        index = await writer.append(attempt.stream_id, piece)
+                        attempt.pieces.append(piece)
+                        await publish_async(plan.conversation_id, [delta_event(attempt.stream_id, index, piece)])
+            except (ProviderError, TimeoutError) as exc:
+                attempt.error = str(exc) or type(exc).__name__
+                logger.warning("provider %s failed for %s: %s", provider.name, plan.conversation_id, attempt.error)
+                continue
+            break
+    finally:
+        beating.cancel()
+        await writer.close()
+    return attempts
+
+
+async def _keep_beating(writer: streams.StreamWriter) -> None:
+    """A slow model must not look like a dead worker to a redelivered task."""
+    interval = max(0.2, streams.heartbeat_seconds() / 3)
+    while True:
+        await asyncio.sleep(interval)
+        await writer.beat()
+
+
+def _total_timeout() -> float:
+    # The read timeout catches a silent model; this catches one that drips forever.
+    return float(max(settings.LLM_TIMEOUT_SECONDS * 4, 30))
+
+
+# --- Storing the answer ----------------------------------------------------------------------
+
+
+def _answer_payload(plan: Plan, attempt: Attempt, *, final: bool) -> tuple[str, dict[str, Any]]:
+    request = plan.request
+    products = [scored.product for scored in request.products] if final else []
+    confidence = max((scored.score for scored in request.products), default=None) if final else None
+    if plan.channel == Channel.ASSISTANT:
+        payload: dict[str, Any] = {
+            "kind": "BotStreamEnd",
+            "streamId": attempt.stream_id,
+            "content": attempt.text,
+            "products": products,
+            "confidence": confidence,
+        }
+    else:
+        payload = {
+            "kind": "answer",
+            "content": attempt.text,
+            "streamId": attempt.stream_id,
+            "products": products,
+            "confidence": confidence,
+            "language": request.language,
+            "voice": request.voice,
+        }
+    if plan.notice and final:
+        payload["notice"] = plan.notice
+    if attempt.provider != plan.provider.name and final:
+        payload["fallback"] = True
+    return payload["kind"], payload
+
+
+def _append(conversation: Conversation, entries: list[tuple[str, dict[str, Any], bool]]) -> list[Message]:
+    created = services.append_messages(
+        conversation, [(Message.Direction.OUT, kind, payload) for kind, payload, _ in entries]
+    )
+    for message, (_, _, cut_off) in zip(created, entries, strict=True):
+        if cut_off:
+            message.cut_off = True
+            message.save(update_fields=["cut_off"])
+    return created
+
+
+def _after_generation(conversation: Conversation) -> list[tuple[str, dict[str, Any], bool]]:
+    """The flow's requests that wait for the generated answer (assistant conversations)."""
+    waiting = conversation.meta.get("after_generation") or []
+    return [(str(request["kind"]), request, False) for request in waiting]
+
+
+def _finish_meta(conversation: Conversation) -> None:
+    meta = dict(conversation.meta)
+    meta.pop("generation", None)
+    meta.pop("after_generation", None)
+    conversation.meta = meta
+
+
+def _still_ours(conversation: Conversation, user_seq: int) -> bool:
+    current = conversation.meta.get("generation") or {}
+    return conversation.turn_state == TurnState.AI_GENERATING and current.get("user_seq") == user_seq
+
+
+def _store(plan: Plan, attempts: list[Attempt]) -> None:
+    done = attempts[-1] if attempts and not attempts[-1].error else None
+    stream_ids = [attempt.stream_id for attempt in attempts]
+    with transaction.atomic():
+        conversation = services.lock_conversation(plan.conversation_id)
+        if not _still_ours(conversation, plan.user_seq):
+            # The sweeper ended the turn meanwhile and the visitor was told; storing now would
+            # contradict what they saw.
+            logger.warning("answer for %s #%s came too late; dropped", plan.conversation_id, plan.user_seq)
+            transaction.on_commit(lambda: streams.forget(plan.conversation_id, plan.user_seq, stream_ids))
+            return
+        entries: list[tuple[str, dict[str, Any], bool]] = []
+        for attempt in attempts:
+            if attempt is done:
+                kind, payload = _answer_payload(plan, attempt, final=True)
+                entries.append((kind, payload, False))
+            elif attempt.pieces:
+                kind, payload = _answer_payload(plan, attempt, final=False)
+                entries.append((kind, payload, True))
+        is_assistant = conversation.channel == Channel.ASSISTANT
+        if is_assistant:
+            entries += _after_generation(conversation)
+        stored = _append(conversation, entries)
+        _finish_meta(conversation)
+        conversation.save(update_fields=["last_seq", "meta", "updated_at"])
+        events: list[Event] = [message_event(message) for message in stored]
+        publish_on_commit(conversation.pk, events)
+        if done is not None:
+            turns.move_through(conversation, [TurnState.AI_COMMITTED, TurnState.IDLE], "answer stored")
+            publish_on_commit(conversation.pk, [turn_event(TurnState.IDLE, "answer stored")])
+        else:
+            reasons = "provider failed: " + "; ".join(attempt.error for attempt in attempts)
+            services.conversation_fail(conversation.pk, reasons[:300], visitor_message=FAILED_MESSAGE)
+        if is_assistant:
+            _continue_flow_on_commit(conversation.pk)
+        tokens = sum(len(a.pieces) for a in attempts if a.provider == plan.provider.name)
+        if not plan.notice:
+            record_usage(plan.brand_id, tokens)
+        transaction.on_commit(lambda: streams.forget(plan.conversation_id, plan.user_seq, stream_ids))
+
+
+def _continue_flow_on_commit(conversation_id: Any) -> None:
+    """The assistant's inbox waited for this answer; let it go on."""
+    from conversations import tasks  # tasks import this module lazily
+
+    transaction.on_commit(lambda: tasks.advance_flow.delay(str(conversation_id)))
+
+
+# --- A redelivery after a worker died mid-answer -------------------------------------------------
+
+
+def _wait_for_first_run(conversation_id: Any, user_seq: int) -> bool:
+    """True if the first run is gone (its heartbeat expired); False if it is still streaming."""
+    deadline = time.monotonic() + 3 * streams.heartbeat_seconds()
+    while streams.is_alive(conversation_id, user_seq):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _recover(conversation_id: Any, user_seq: int) -> None:
+    if not _wait_for_first_run(conversation_id, user_seq):
+        logger.info("generation for %s #%s is still alive elsewhere; leaving it", conversation_id, user_seq)
+        return
+    stream_ids = [streams.stream_id_for(conversation_id, user_seq, attempt) for attempt in (1, 2)]
+    with transaction.atomic():
+        conversation = services.lock_conversation(conversation_id)
+        if not _still_ours(conversation, user_seq):
+            return
+        entries: list[tuple[str, dict[str, Any], bool]] = []
+        for stream_id in stream_ids:
+            text = "".join(streams.read_tokens(conversation_id, stream_id))
+            if text:
+                entries.append(_cut_off_entry(conversation, stream_id, text))
+        if conversation.channel == Channel.ASSISTANT:
+            entries += _after_generation(conversation)
+            _continue_flow_on_commit(conversation.pk)
+        stored = _append(conversation, entries)
+        _finish_meta(conversation)
+        conversation.save(update_fields=["last_seq", "meta", "updated_at"])
+        publish_on_commit(conversation.pk, [message_event(message) for message in stored])
+        services.conversation_fail(conversation.pk, "worker lost mid-answer", visitor_message=INTERRUPTED_MESSAGE)
+        transaction.on_commit(lambda: streams.forget(conversation_id, user_seq, stream_ids))
+    logger.warning("generation for %s #%s was interrupted; kept %d partial piece(s)", conversation_id, user_seq,
+                   len(entries))  # fmt: skip
+
+
+def _cut_off_entry(conversation: Conversation, stream_id: str, text: str) -> tuple[str, dict[str, Any], bool]:
+    if conversation.channel == Channel.ASSISTANT:
+        payload: dict[str, Any] = {"kind": "BotStreamEnd", "streamId": stream_id, "content": text, "products": [],
+                                   "confidence": None}  # fmt: skip
+    else:
+        payload = {"kind": "answer", "content": text, "streamId": stream_id, "products": [], "confidence": None,
+                   "language": detect_language(text), "voice": False}  # fmt: skip
+    return payload["kind"], payload, True

@@ -1,0 +1,170 @@
+"""LLM providers behind one small interface (`base.Provider`), chosen per brand from a registry.
+
+`offline` answers from the brand's catalog without any model; `openai` streams from any
+OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp server). Its base
+URL, model and API key come from the brand (set in the admin) or else from the LLM_* settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+from conversations.generation.base import GenerationRequest, Provider, ProviderError
+from conversations.generation.offline import OfflineProvider
+from flows.models import Brand
+
+# Seconds to open a connection; reads use the brand's / LLM_TIMEOUT_SECONDS timeout.
+CONNECT_TIMEOUT = 5.0
+LANGUAGE_NAMES = {"en": "English", "id": "Indonesian (Bahasa Indonesia)"}
+
+
+@dataclass(frozen=True)
+class OpenAIConfig:
+    base_url: str
+    model: str
+    api_key: str
+    timeout: float
+
+    @classmethod
+    def for_brand(cls, brand: Brand) -> OpenAIConfig:
+        return cls(
+            base_url=(brand.llm_base_url or settings.LLM_BASE_URL or "https://api.openai.com/v1").rstrip("/"),
+            model=brand.llm_model or settings.LLM_MODEL or "gpt-4o-mini",
+            api_key=brand.llm_api_key or settings.LLM_API_KEY,
+            timeout=float(settings.LLM_TIMEOUT_SECONDS),
+        )
+
+
+def build_messages(request: GenerationRequest) -> list[dict[str, str]]:
+    """The chat the model sees: instructions with the catalog matches, the history, the question."""
+    lines = [
+        f"You are the shopping assistant of {request.brand_name}. Answer briefly and only from the "
+        "products listed below; never invent products, prices or specifications.",
+        f"Answer in {LANGUAGE_NAMES.get(request.language, 'English')}.",
+    ]
+    if request.voice:
+        lines.append("The answer is read aloud: one short sentence, no lists, no markdown.")
+    if request.system_prompt:
+        lines.append(request.system_prompt)
+    if request.products:
+        lines.append("Matching products (JSON):")
+        for scored in request.products:
+            lines.append(json.dumps(scored.product, ensure_ascii=False, default=str))
+    else:
+        lines.append("No product matches the question; ask what the visitor needs.")
+    messages = [{"role": "system", "content": "\n".join(lines)}]
+    messages += [{"role": turn.role, "content": turn.content} for turn in request.history if turn.content]
+    messages.append({"role": "user", "content": request.user_text})
+    return messages
+
+
+def parse_sse_line(line: str) -> str | None:
+    """The text of one `data: {...}` line of a streamed completion; "" for lines without text.
+
+    Returns None at `data: [DONE]`.
+    """
+    if not line.startswith("data:"):
+        return ""  # comments, `event:` lines, blank separators
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return None
+    try:
+        chunk = json.loads(data)
+    except ValueError as exc:
+        raise ProviderError(f"the model sent invalid JSON: {data[:80]!r}") from exc
+    if isinstance(chunk, dict) and "error" in chunk:
+        raise ProviderError(f"the model reported an error: {str(chunk['error'])[:200]}")
+    try:
+        content = chunk["choices"][0]["delta"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""  # e.g. a usage-only chunk with no choices
+    return content if isinstance(content, str) else ""
+
+
+class OpenAICompatibleProvider:
+    name = "openai"
+
+    def __init__(self, config: OpenAIConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.transport = transport
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        body: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": build_messages(request),
+            "stream": True,
+            "temperature": request.options.get("temperature", 0.3),
+        }
+        if request.voice:
+            body["max_tokens"] = 80
+        headers = {"Accept": "text/event-stream"}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        # `read` bounds the silence between two chunks, so a model that stalls mid-answer fails too.
+        timeout = httpx.Timeout(self.config.timeout, connect=min(CONNECT_TIMEOUT, self.config.timeout))
+        url = f"{self.config.base_url}/chat/completions"
+        try:
+            async with (
+                httpx.AsyncClient(timeout=timeout, transport=self.transport) as client,
+                client.stream("POST", url, json=body, headers=headers) as response,
+            ):
+                if response.status_code != 200:
+                    detail = (await response.aread())[:200].decode("utf-8", "replace")
+                    raise ProviderError(f"the model answered HTTP {response.status_code}: {detail}")
+                async for line in response.aiter_lines():
+                    piece = parse_sse_line(line)
+                    if piece is None:
+                        return
+                    if piece:
+                        yield piece
+        except httpx.TimeoutException as exc:
+            raise ProviderError(f"the model timed out ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"the model connection failed ({type(exc).__name__}: {exc})") from exc
+        # The stream ended without [DONE]: the server went away mid-answer.
+        raise ProviderError("the model's stream ended before [DONE]")
+
+
+class FixedTextProvider:
+    """Streams a given text; used for notices such as a spent daily budget (no model call)."""
+
+    name = "notice"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        for piece in split_words(self.text):
+            yield piece
+
+
+def split_words(text: str) -> list[str]:
+    """Word-sized pieces that join back to exactly `text` (spaces lead the next piece)."""
+    pieces: list[str] = []
+    current = ""
+    for char in text:
+        if char == " " and current.strip():
+            pieces.append(current)
+            current = ""
+        current += char
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+PROVIDERS: dict[str, Callable[[Brand], Provider]] = {
+    Brand.Provider.OFFLINE: lambda brand: OfflineProvider(),
+    Brand.Provider.OPENAI: lambda brand: OpenAICompatibleProvider(OpenAIConfig.for_brand(brand)),
+}
+
+
+def provider_for(brand: Brand) -> Provider:
+    """The brand's provider; an unknown name falls back to the offline one."""
+    factory = PROVIDERS.get(brand.llm_provider, PROVIDERS[Brand.Provider.OFFLINE])
+    return factory(brand)

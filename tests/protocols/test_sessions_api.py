@@ -1,0 +1,195 @@
+"""The sessions API (HTTP + SSE) against the real stack: daphne, Redis, a Celery worker, and the
+loopback OpenAI-compatible model server."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+from conversations.models import Conversation, Message
+from tests.llm_server import Reply
+from tests.protocols.sse_client import SSEEvent, answer_text, parse, read_stream
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def model_brand(techpro, llm_server):
+    """The demo brand answering through the loopback model server."""
+    techpro.llm_provider = "openai"
+    techpro.llm_base_url = llm_server.url
+    techpro.llm_model = "loopback-1"
+    techpro.save()
+    return techpro
+
+
+def post(daphne, user_id: str, body: dict) -> httpx.Response:
+    return httpx.post(f"{daphne.url}/sessions/{user_id}/messages", json=body, timeout=10)
+
+
+def test_the_seed_walk_through_works_end_to_end(model_brand, llm_server, daphne):
+    llm_server.set_tokens(["Hello", " there", "!"])
+    first = post(daphne, "alice", {"user_id": "alice", "message": "Hello!"})
+    assert first.status_code == 200
+    session_id = first.json()["session_id"]
+    assert first.json() == {
+        "session_id": session_id,
+        "status": "ok",
+        "message": f"Message received. Connect to /sessions/{session_id}/stream for response.",
+    }
+
+    events = read_stream(f"{daphne.url}/sessions/{session_id}/stream")
+    assert [e.event for e in events][-2:] == ["message_end", "commit_done"]
+    assert events[-1].data == session_id
+    assert answer_text(events) == "Hello there!"
+
+    llm_server.set_tokens(["I'm", " fine", "."])
+    follow_up = post(daphne, "alice", {"user_id": "alice", "message": "How are you?", "session_id": session_id})
+    assert follow_up.status_code == 200 and follow_up.json()["session_id"] == session_id
+    assert answer_text(read_stream(f"{daphne.url}/sessions/{session_id}/stream")) == "I'm fine."
+
+    history = httpx.get(f"{daphne.url}/sessions/{session_id}").json()["session"]
+    assert history["id"] == session_id and history["user_id"] == "alice" and history["state"] == "idle"
+    assert [(m["role"], m["content"]) for m in history["messages"]] == [
+        ("user", "Hello!"),
+        ("assistant", "Hello there!"),
+        ("user", "How are you?"),
+        ("assistant", "I'm fine."),
+    ]
+    assert history["messages"][0]["id"] == "msg-1" and history["messages"][0]["timestamp"].endswith("Z")
+    # The model saw the history as chat turns.
+    second_request = llm_server.requests[1].body["messages"]
+    assert [m["role"] for m in second_request[1:]] == ["user", "assistant", "user"]
+
+
+def test_the_stream_sends_tokens_as_the_model_produces_them(model_brand, llm_server, daphne):
+    llm_server.queue(Reply(tokens=("One", " two", " three"), pause_after=2))
+    session_id = post(daphne, "bob", {"user_id": "bob", "message": "count"}).json()["session_id"]
+    received: list[SSEEvent] = []
+    with httpx.stream("GET", f"{daphne.url}/sessions/{session_id}/stream", timeout=30) as response:
+        events = parse(response.iter_lines())
+        received += [next(events), next(events)]
+        # The model is paused after two tokens, and both have already reached the visitor.
+        assert [e.data for e in received] == ["One", " two"]
+        assert Conversation.objects.get(pk=session_id).turn_state == "ai_generating"
+        llm_server.release()
+        for event in events:
+            received.append(event)
+            if event.event == "commit_done":
+                break
+    assert answer_text(received) == "One two three"
+    stored = Message.objects.get(conversation_id=session_id, direction="out")
+    assert stored.payload["content"] == "One two three" and stored.kind == "answer"
+
+
+def test_a_stream_opened_late_still_delivers_the_whole_answer(model_brand, llm_server, daphne):
+    llm_server.queue(Reply(tokens=("Late", " but", " whole"), pause_after=2))
+    session_id = post(daphne, "carol", {"user_id": "carol", "message": "hi"}).json()["session_id"]
+    assert llm_server.wait_for_tokens(2)
+    # Mid-answer: the first two pieces were streamed before anyone listened.
+    reader = threading.Thread(target=lambda: result.extend(read_stream(f"{daphne.url}/sessions/{session_id}/stream")))
+    result: list[SSEEvent] = []
+    reader.start()
+    llm_server.release()
+    reader.join(30)
+    assert answer_text(result) == "Late but whole"
+    assert [e.event for e in result][-2:] == ["message_end", "commit_done"]
+    # After the commit, a new stream delivers the last answer again and commits.
+    again = read_stream(f"{daphne.url}/sessions/{session_id}/stream")
+    assert answer_text(again) == "Late but whole" and again[-1] == SSEEvent("commit_done", session_id)
+
+
+def test_a_token_with_a_newline_is_sent_over_several_data_lines(model_brand, llm_server, daphne):
+    llm_server.set_tokens(["Line one", "\nline two", " end"])
+    session_id = post(daphne, "dan", {"user_id": "dan", "message": "lines"}).json()["session_id"]
+    raw = []
+    with httpx.stream("GET", f"{daphne.url}/sessions/{session_id}/stream", timeout=30) as response:
+        for line in response.iter_lines():
+            raw.append(line)
+            if line.startswith("event: commit_done"):
+                break
+    assert "data: " in raw and "data: line two" in raw and "data:  end" in raw
+    assert answer_text(list(parse([*raw, "", ""]))) == "Line one\nline two end"
+
+
+def test_a_message_while_the_answer_is_under_way_is_refused_with_409(model_brand, llm_server, daphne):
+    llm_server.queue(Reply(pause_after=1))
+    session_id = post(daphne, "erin", {"user_id": "erin", "message": "first"}).json()["session_id"]
+    assert llm_server.wait_for_tokens(1)
+    busy = post(daphne, "erin", {"user_id": "erin", "message": "second", "session_id": session_id})
+    assert busy.status_code == 409 and "error" in busy.json()
+    llm_server.release()
+    events = read_stream(f"{daphne.url}/sessions/{session_id}/stream")
+    assert events[-1].event == "commit_done"
+    # As soon as commit_done has been sent, the next message is accepted.
+    assert post(daphne, "erin", {"user_id": "erin", "message": "second", "session_id": session_id}).status_code == 200
+
+
+def test_a_post_without_session_id_always_starts_a_new_session(techpro, daphne):
+    one = post(daphne, "frank", {"user_id": "frank", "message": "a"}).json()["session_id"]
+    two = post(daphne, "frank", {"user_id": "frank", "message": "b"}).json()["session_id"]
+    assert one != two
+    assert Conversation.objects.filter(user_id="frank", channel="sessions").count() == 2
+
+
+def test_unknown_sessions_and_brands_are_404_json(techpro, daphne):
+    missing = "00000000-0000-0000-0000-000000000000"
+    for response in (
+        httpx.get(f"{daphne.url}/sessions/{missing}"),
+        httpx.get(f"{daphne.url}/sessions/not-a-uuid"),
+        httpx.get(f"{daphne.url}/sessions/{missing}/stream"),
+        post(daphne, "gina", {"user_id": "gina", "message": "x", "session_id": missing}),
+        post(daphne, "gina", {"user_id": "gina", "message": "x", "brand_id": "nope"}),
+    ):
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/json")
+        assert "error" in response.json()
+
+
+def test_another_users_session_is_not_found(techpro, daphne):
+    session_id = post(daphne, "hank", {"user_id": "hank", "message": "mine"}).json()["session_id"]
+    read_stream(f"{daphne.url}/sessions/{session_id}/stream")
+    assert post(daphne, "ivy", {"user_id": "ivy", "message": "x", "session_id": session_id}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user_id": "jo"},
+        {"user_id": "jo", "message": "   "},
+        {"user_id": "jo", "message": 42},
+        {"user_id": "someone-else", "message": "hi"},
+        {"user_id": "jo", "message": "x" * 1001},
+    ],
+)
+def test_bad_input_is_400_json(techpro, daphne, body):
+    response = post(daphne, "jo", body)
+    assert response.status_code == 400
+    assert isinstance(response.json()["error"], str)
+
+
+def test_invalid_json_is_400_json(techpro, daphne):
+    response = httpx.post(
+        f"{daphne.url}/sessions/jo/messages", content=b"{nope", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400 and "error" in response.json()
+
+
+def test_the_offline_brand_answers_from_its_catalog_over_sse(techpro, daphne):
+    session_id = post(daphne, "kim", {"user_id": "kim", "message": "Hello!", "brand_id": "techpro"}).json()[
+        "session_id"
+    ]
+    events = read_stream(f"{daphne.url}/sessions/{session_id}/stream")
+    stored = Message.objects.get(conversation_id=session_id, direction="out")
+    assert answer_text(events) == stored.payload["content"] != ""
+    assert stored.payload["kind"] == "answer" and stored.payload["language"] == "en"
+
+
+def test_the_api_is_described_in_openapi(techpro, daphne):
+    schema = httpx.get(f"{daphne.url}/openapi.json").json()
+    assert "/sessions/{user_id}/messages" in schema["paths"]
+    assert "/sessions/{session_id}" in schema["paths"]
+    assert httpx.get(f"{daphne.url}/docs").status_code == 200
+    assert httpx.get(f"{daphne.url}/redoc").status_code == 200
