@@ -149,8 +149,8 @@ LLM_BASE_URL = env_str("LLM_BASE_URL", "") or ""
 LLM_MODEL = env_str("LLM_MODEL", "") or ""
 LLM_API_KEY = env_str("LLM_API_KEY", "") or ""
 LLM_TIMEOUT_SECONDS = env_int("LLM_TIMEOUT_SECONDS", 30)
-# A generation worker refreshes a heartbeat this often (x3); a redelivered task that finds it
-# expired knows the first worker died mid-answer.
+# Lifetime of a generation worker's heartbeat (refreshed every third of it); a redelivered task that
+# finds it expired knows the first worker died mid-answer.
 GENERATION_HEARTBEAT_SECONDS = env_int("GENERATION_HEARTBEAT_SECONDS", 10)
 
 # --- HTTP, static, auth ----------------------------------------------------------------------
