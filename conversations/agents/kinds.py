@@ -49,7 +49,7 @@ class AgentFailed(Exception):
 class Kind(Protocol):
     name: str
     # Keys of the configuration a client may override per connection.
-    overridable: frozenset[str]
+    overridable: ClassVar[frozenset[str]]
 
     def parse(self, raw: dict[str, Any]) -> Any: ...
 
@@ -128,7 +128,9 @@ class PatternKind:
         return config
 
     async def evaluate(self, config: PatternConfig, value: str, brand: Brand | None) -> bool:
-        return _search(_compile(config.pattern, config.ignore_case), value) != config.negate
+        compiled = _compile(config.pattern, config.ignore_case)
+        # In a thread: a slow pattern (up to the time limit) must not stall every other socket.
+        return await asyncio.to_thread(_search, compiled, value) != config.negate
 
 
 # --- keyword ----------------------------------------------------------------------------------
