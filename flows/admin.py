@@ -145,8 +145,45 @@ class FlowAdmin(admin.ModelAdmin):
         return response
 
 
+class AgentForm(forms.ModelForm):
+    """Checks the configuration against the kind's typed config before it is saved."""
+
+    class Meta:
+        model = Agent
+        fields = [
+            "name", "kind", "brand", "is_active", "configuration",
+            "welcome_message", "goodbye_message", "summary_message",
+        ]
+        help_texts = {
+            "configuration": (
+                'pattern: {"pattern": "…", "ignore_case": false, "negate": false} · '
+                'keyword: {"keywords": ["…"], "match": "any"|"all", "whole_words": true, "ignore_case": true} · '
+                'llm: {"question": "…?", "fallback_keywords": ["…"]}. '
+                "Clients may override pattern/ignore_case/negate and keywords/match/whole_words/ignore_case "
+                "per connection (auth.agent.configuration); see docs/agents.md."
+            ),
+        }
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        from conversations.agents.kinds import ConfigError, effective_config
+
+        try:
+            effective_config(str(cleaned.get("kind") or ""), cleaned.get("configuration"))
+        except ConfigError as exc:
+            self.add_error("configuration", str(exc))
+        return cleaned
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "brand", "is_active"]
-    list_filter = ["kind", "is_active"]
+    form = AgentForm
+    list_display = ["name", "kind", "brand", "is_active", "updated_at"]
+    list_filter = ["kind", "is_active", "brand"]
+    list_select_related = ["brand"]
     search_fields = ["name"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "brand", "is_active"]}),
+        ("What it decides", {"fields": ["configuration"]}),
+        ("What it says", {"fields": ["welcome_message", "goodbye_message", "summary_message"]}),
+    ]
