@@ -299,3 +299,26 @@ async def test_a_bad_override_is_reported_and_the_agent_s_own_configuration_is_u
     assert error["code"] == "bad_configuration" and error["event"] == "connect"
     await alice.request({"key": "k", "value": "😀", "annotations": []})
     assert (await alice.next())[1]["result"] is True
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_browser_origin_must_be_allowed(emoji_agent, worker, servers, clients):
+    listed = socketio.AsyncClient(reconnection=False)
+    await listed.connect(
+        servers[0].url,
+        auth=auth(1101),
+        transports=["websocket"],
+        headers={"Origin": "http://localhost:3000"},
+        wait_timeout=WAIT,
+    )
+    await listed.disconnect()
+    stranger = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await stranger.connect(
+            servers[0].url,
+            auth=auth(1102),
+            transports=["websocket"],
+            headers={"Origin": "https://evil.example"},
+            wait_timeout=WAIT,
+        )
+    assert await Conversation.objects.filter(channel=Channel.AGENT, user_id="1102").acount() == 0
