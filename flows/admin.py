@@ -36,6 +36,40 @@ class ProductAdmin(admin.ModelAdmin):
     list_filter = ["brand", "category", "availability"]
     list_select_related = ["brand"]
     search_fields = ["name", "external_id", "description"]
+    change_list_template = "admin/flows/product/change_list.html"
+
+    class ImportForm(forms.Form):
+        brand = forms.ModelChoiceField(queryset=Brand.objects.all())
+        file = forms.FileField(
+            help_text="CSV (header: id, name, description, category, price, features, specifications, "
+            "availability) or JSON (a list of the seed's product objects). Products are matched by id."
+        )
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="flows_product_import"),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        from flows.catalog_import import ImportInvalid, products_import_file
+
+        if not (self.has_add_permission(request) and self.has_change_permission(request)):
+            return HttpResponseRedirect(reverse("admin:index"))
+        form = self.ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                result = products_import_file(form.cleaned_data["brand"], upload.read(), upload.name)
+            except ImportInvalid as exc:
+                for error in exc.errors[:50]:
+                    form.add_error("file", error)
+            else:
+                messages.success(request, f"Imported products for {form.cleaned_data['brand']}: {result}.")
+                return HttpResponseRedirect(reverse("admin:flows_product_changelist"))
+        context = {**self.admin_site.each_context(request), "form": form, "title": "Import products",
+                   "opts": self.model._meta}  # fmt: skip
+        return render(request, "admin/flows/product/import.html", context)
 
 
 class FlowStateFormSet(forms.BaseInlineFormSet):
