@@ -322,3 +322,49 @@ async def test_a_question_nothing_matches_gets_a_helpful_answer_and_null_confide
     assert complete["data"]["confidence_score"] is None
     assert client.current_message.startswith("Sorry, I couldn't find a TechPro Solutions product")
     await client.close()
+
+
+async def test_a_brand_with_a_model_streams_its_answer_and_the_model_sees_the_conversation(shop, worker, llm_server):
+    await update_brand(shop, llm_provider="openai", llm_base_url=llm_server.url, llm_model="loopback-1")
+    client = ChatbotWebSocket()
+    await client.connect()
+    await client.send_message("I need a laptop for business work")
+    chunks, complete = await client.answer()
+    assert [c["data"]["content"] for c in chunks] == ["Hello", " from", " the", " loopback", " model", "."]
+    assert complete["data"]["suggested_products"] and complete["data"]["confidence_score"] is not None
+    await client.send_message("And a monitor for it?")
+    await client.answer()
+    sent = llm_server.requests[-1].body["messages"]
+    contents = " ".join(str(m.get("content")) for m in sent)
+    assert "I need a laptop for business work" in contents and "Hello from the loopback model." in contents
+    assert "And a monitor for it?" in contents
+    await client.close()
+
+
+async def test_a_failing_model_falls_back_to_the_built_in_responder(shop, worker, llm_server):
+    from tests.llm_server import Reply
+
+    await update_brand(shop, llm_provider="openai", llm_base_url=llm_server.url)
+    llm_server.queue(Reply(status=500))
+    client = ChatbotWebSocket()
+    await client.connect()
+    await client.send_message("wireless mouse")
+    _, complete = await client.answer()
+    assert client.current_message.startswith("I'd recommend the Logitech MX Master 3S")
+    (stored,) = await stored_answers(complete["data"]["conversation_id"])
+    assert stored.payload["content"] == client.current_message
+    await client.close()
+
+
+async def test_a_spent_daily_budget_answers_with_a_clear_notice(shop, worker):
+    from conversations.generation.budget import BUDGET_SPENT_MESSAGE, record_usage
+
+    await update_brand(shop, daily_token_budget=5)
+    await sync_to_async(record_usage)(shop.pk, 5)
+    client = ChatbotWebSocket()
+    await client.connect()
+    await client.send_message("gaming laptop")
+    _, complete = await client.answer()
+    assert client.current_message == BUDGET_SPENT_MESSAGE["en"]
+    assert complete["data"]["suggested_products"] == [] and complete["data"]["confidence_score"] is None
+    await client.close()
