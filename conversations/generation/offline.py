@@ -219,9 +219,9 @@ def _english(brand: str, intent: str, available: list[Product], unavailable: lis
         if highlights:
             sentences.append("Highlights: " + _join(highlights, "en"))
         if others:
-            listed = [_with_price(product, "en") for product in others]
+            alternatives = [_with_price(product, "en") for product in others]
             lead = "Another option is" if len(others) == 1 else "Other good options are"
-            sentences.append(f"{lead} {_join(listed, 'en')}")
+            sentences.append(f"{lead} {_join(alternatives, 'en')}")
     if unavailable:
         names = _join([_named(product, "en") for product in unavailable], "en")
         verb = "is" if len(unavailable) == 1 else "are"
@@ -272,8 +272,8 @@ def _indonesian(brand: str, intent: str, available: list[Product], unavailable: 
         if highlights:
             sentences.append("Keunggulannya: " + _join(highlights, "id"))
         if others:
-            listed = [_with_price(product, "id") for product in others]
-            sentences.append(f"Pilihan lain yang bagus: {_join(listed, 'id')}")
+            alternatives = [_with_price(product, "id") for product in others]
+            sentences.append(f"Pilihan lain yang bagus: {_join(alternatives, 'id')}")
     if unavailable:
         names = _join([_named(product, "id") for product in unavailable], "id")
         if available:
