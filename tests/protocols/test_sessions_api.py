@@ -193,3 +193,25 @@ def test_the_api_is_described_in_openapi(techpro, daphne):
     assert "/sessions/{session_id}" in schema["paths"]
     assert httpx.get(f"{daphne.url}/docs").status_code == 200
     assert httpx.get(f"{daphne.url}/redoc").status_code == 200
+
+
+def test_a_failing_model_without_fallback_ends_the_stream_with_an_error_event(model_brand, llm_server, daphne):
+    model_brand.fallback_to_offline = False
+    model_brand.save()
+    llm_server.queue(Reply(status=500))
+    session_id = post(daphne, "lou", {"user_id": "lou", "message": "hi"}).json()["session_id"]
+    events = read_stream(f"{daphne.url}/sessions/{session_id}/stream")
+    assert events[-1].event == "error" and "could not answer" in events[-1].data
+    state = httpx.get(f"{daphne.url}/sessions/{session_id}").json()["session"]["state"]
+    assert state == "error"
+    # The visitor may send the message again.
+    assert post(daphne, "lou", {"user_id": "lou", "message": "hi", "session_id": session_id}).status_code == 200
+
+
+def test_a_failing_model_with_fallback_still_answers_over_sse(model_brand, llm_server, daphne):
+    llm_server.queue(Reply(status=502))
+    session_id = post(daphne, "max", {"user_id": "max", "message": "laptop please"}).json()["session_id"]
+    events = read_stream(f"{daphne.url}/sessions/{session_id}/stream")
+    assert events[-1].event == "commit_done"
+    stored = Message.objects.get(conversation_id=session_id, direction="out")
+    assert answer_text(events) == stored.payload["content"] and stored.payload["fallback"] is True
