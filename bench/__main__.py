@@ -67,6 +67,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--database-url", help="run the stack on this database (default: a fresh SQLite file)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds a client waits for one answer")
     parser.add_argument("--ramp-rate", type=float, default=500, help="new connections per second")
+    parser.add_argument(
+        "--settings",
+        default="botsite.settings",
+        help="settings module of the stack; `tuned`, `inline`: proposed changes (bench/*_settings.py)",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the stack (e.g. CELERY_PREFETCH=1), repeatable",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder (logs, database)")
     parser.add_argument(
         "--profile",
@@ -91,9 +103,13 @@ class Stacks:
                 self.current = attach_stack(self.args.url)
             return self.current
         self.close()
+        env = dict(item.split("=", 1) for item in self.args.env)
+        named = {"tuned": "bench.tuned_settings", "inline": "bench.inline_settings"}
+        env["DJANGO_SETTINGS_MODULE"] = named.get(self.args.settings, self.args.settings)
+        env.update(extra_env or {})
         print(f"  starting a stack (runstack, {self.args.concurrency} workers) …", file=sys.stderr, flush=True)
         self.current = start_stack(
-            concurrency=self.args.concurrency, extra_env=extra_env, database_url=self.args.database_url
+            concurrency=self.args.concurrency, extra_env=env, database_url=self.args.database_url
         )
         return self.current
 

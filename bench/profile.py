@@ -66,7 +66,9 @@ class Profiler:
         for role, pid, out, process in self.runs:
             process.wait()
             if out.exists():
-                summaries.append({"role": role, "pid": pid, "file": out.name, "top": top_functions(out)})
+                summaries.append(
+                    {"role": role, "pid": pid, "file": out.name, "hot_path": hot_path(out), "top": top_functions(out)}
+                )
         return summaries
 
 
@@ -92,3 +94,45 @@ def top_functions(path: Path, limit: int = 15) -> list[tuple[str, float]]:
     if not total:
         return []
     return [(key, round(100 * count / total, 1)) for key, count in inclusive.most_common(limit)]
+
+
+# Where a step's time goes, by the functions that matter in our hot path.
+HOT_PATH = {
+    "consumer connect": "AssistantConsumer.connect",
+    "consumer receive": "AssistantConsumer.receive",
+    "render group events": "AssistantConsumer.conversation_events",
+    "conversation_open": "conversation_open",
+    "assistant_queue_input": "assistant_queue_input",
+    "assistant_advance": "assistant_advance",
+    "celery task.delay (kombu publish)": "Task.delay",
+    "publish to group": "conversations/publish.py",
+    "channel layer group_send": "group_send",
+    "channel layer receive": "RedisChannelLayer.receive",
+    "DB connect/close": "get_new_connection",
+    "close_old_connections": "close_old_connections",
+    "transaction commit": "BaseDatabaseWrapper._commit (",
+    "on_commit hooks": "run_and_clear_commit_hooks",
+    "SQL compile": "SQLCompiler.as_sql",
+    "sqlite execute": "SQLiteCursorWrapper.execute",
+    "celery worker dispatch (main)": "Consumer.on_task_received",
+    "billiard pipes": "billiard/connection.py",
+    "logging": "logging/__init__.py",
+    "websocket frames (autobahn)": "autobahn",
+    "json": "json/",
+}
+
+
+def hot_path(path: Path) -> dict[str, float]:
+    """Share of the samples (of the process's busy time) under each HOT_PATH marker."""
+    hits: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        for label, marker in HOT_PATH.items():
+            if marker in stack:
+                hits[label] += count
+    return {label: round(100 * hits[label] / total, 1) for label in HOT_PATH if hits[label]} if total else {}
