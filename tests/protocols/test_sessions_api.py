@@ -3,8 +3,6 @@ loopback OpenAI-compatible model server."""
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import pytest
 
@@ -89,28 +87,36 @@ def test_a_stream_opened_late_still_delivers_the_whole_answer(model_brand, llm_s
     session_id = post(daphne, "carol", {"user_id": "carol", "message": "hi"}).json()["session_id"]
     assert llm_server.wait_for_tokens(2)
     # Mid-answer: the first two pieces were streamed before anyone listened.
-    reader = threading.Thread(target=lambda: result.extend(read_stream(f"{daphne.url}/sessions/{session_id}/stream")))
-    result: list[SSEEvent] = []
-    reader.start()
-    llm_server.release()
-    reader.join(30)
-    assert answer_text(result) == "Late but whole"
-    assert [e.event for e in result][-2:] == ["message_end", "commit_done"]
+    received: list[SSEEvent] = []
+    with httpx.stream("GET", f"{daphne.url}/sessions/{session_id}/stream", timeout=30) as response:
+        events = parse(response.iter_lines())
+        received += [next(events), next(events)]
+        assert received == [SSEEvent("token", "Late"), SSEEvent("token", " but")]
+        llm_server.release()
+        for event in events:
+            received.append(event)
+            if event.event == "commit_done":
+                break
+    assert answer_text(received) == "Late but whole"
+    assert [e.event for e in received][-2:] == ["message_end", "commit_done"]
     # After the commit, a new stream delivers the last answer again and commits.
     again = read_stream(f"{daphne.url}/sessions/{session_id}/stream")
     assert answer_text(again) == "Late but whole" and again[-1] == SSEEvent("commit_done", session_id)
 
 
 def test_a_token_with_a_newline_is_sent_over_several_data_lines(model_brand, llm_server, daphne):
-    llm_server.set_tokens(["Line one", "\nline two", " end"])
+    llm_server.queue(Reply(tokens=("Line one", "\nline two", " end"), pause_after=2))
     session_id = post(daphne, "dan", {"user_id": "dan", "message": "lines"}).json()["session_id"]
     raw = []
     with httpx.stream("GET", f"{daphne.url}/sessions/{session_id}/stream", timeout=30) as response:
         for line in response.iter_lines():
             raw.append(line)
+            if line == "data: line two":
+                llm_server.release()  # the model's own pieces arrived; let it finish
             if line.startswith("event: commit_done"):
                 break
-    assert "data: " in raw and "data: line two" in raw and "data:  end" in raw
+    assert raw[:7] == ["event: token", "data: Line one", "", "event: token", "data: ", "data: line two", ""]
+    assert raw[7:9] == ["event: token", "data:  end"]
     assert answer_text(list(parse([*raw, "", ""]))) == "Line one\nline two end"
 
 
