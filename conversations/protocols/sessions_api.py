@@ -22,7 +22,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import path
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -47,6 +48,7 @@ DEFAULT_BRAND_SLUG = "techpro"
 KEEPALIVE_SECONDS = 10.0
 RECEIVED_TEXT = "Message received. Connect to /sessions/{session_id}/stream for response."
 ANSWER_KINDS = frozenset({"answer", "BotStreamEnd"})
+GENERIC_ERROR = "Sorry, something went wrong. Please send your message again."
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -201,11 +203,12 @@ class SessionMessages(APIView):
             raise ValidationError({"user_id": ["must match the user id in the path"]})
         session_id = body.get("session_id") or ""
         brand_slug = body.get("brand_id") or ""
+        existing: Conversation | None = None
         if session_id:
-            conversation = _session(session_id)
-            if conversation is None or conversation.user_id != user_id or conversation.ended_at is not None:
+            existing = _session(session_id)
+            if existing is None or existing.user_id != user_id or existing.ended_at is not None:
                 raise NotFound(f"Session '{session_id}' not found")
-            brand = conversation.brand
+            brand = existing.brand
             if brand_slug and brand_slug != brand.slug:
                 raise ValidationError({"brand_id": ["the session belongs to another brand"]})
         else:
@@ -216,8 +219,7 @@ class SessionMessages(APIView):
         text = body["message"]
         if len(text) > brand.max_message_length:
             raise ValidationError({"message": [f"is longer than {brand.max_message_length} characters"]})
-        if not session_id:
-            conversation = services.conversation_open(brand, Channel.SESSIONS, user_id=user_id)
+        conversation = existing or services.conversation_open(brand, Channel.SESSIONS, user_id=user_id)
         try:
             services.conversation_accept_user_message(conversation.pk, text)
         except services.Busy as exc:
@@ -318,7 +320,7 @@ class SessionStream:
     def finish(self, snapshot_state: str, error: str) -> list[bytes]:
         self.finished = True
         if snapshot_state == TurnState.ERROR:
-            return [sse("error", error or "Sorry, something went wrong. Please send your message again.")]
+            return [sse("error", error or GENERIC_ERROR)]
         return [sse("commit_done", self.session_id)]
 
     def from_snapshot(self, snapshot: Snapshot) -> list[bytes]:
@@ -350,8 +352,9 @@ class SessionStream:
             self.finished = True
             return [sse("commit_done", self.session_id)]
         if kind == "turn" and event["state"] == TurnState.ERROR:
+            # Normally the error event came first; the turn's reason is internal, never shown.
             self.finished = True
-            return [sse("error", event.get("reason") or "Sorry, something went wrong. Please send your message again.")]
+            return [sse("error", GENERIC_ERROR)]
         return []
 
 
@@ -385,7 +388,7 @@ async def _events(conversation_id: Any) -> AsyncIterator[bytes]:
         await layer.group_discard(group, channel)
 
 
-async def session_stream(request: HttpRequest, session_id: str) -> HttpResponse:
+async def session_stream(request: HttpRequest, session_id: str) -> HttpResponseBase:
     if request.method != "GET":
         return JsonResponse({"error": "Method not allowed", "detail": "Use GET"}, status=405)
     conversation = await sync_to_async(_session)(session_id)
