@@ -28,6 +28,7 @@ SID_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 ID_MAX = 200
 # A person clicks and types; a flood is anything far beyond that.
 RATE_LIMIT, RATE_WINDOW = 20, 10.0
+CLIENT_KINDS = frozenset({"ChoiceResponse", "UserText", "ResetSession"})
 
 
 # --- Parsing: a pure function from a frame to a client message or an error --------------------
@@ -80,7 +81,7 @@ def parse_client_message(raw: str | bytes | None, max_text: int) -> ClientMessag
     if not isinstance(data, dict):
         return ProtocolError("invalid", "a message must be a JSON object with a `kind`")
     kind = data.get("kind")
-    if kind not in {"ChoiceResponse", "UserText", "ResetSession"}:
+    if not isinstance(kind, str) or kind not in CLIENT_KINDS:
         shown = kind if isinstance(kind, str) else json.dumps(kind)
         return ProtocolError("unknown_kind", f"unknown kind {shown[:60]!r}; send ChoiceResponse, UserText or ResetSession")
     client_id = _string(data, "clientId", required=False, limit=100)
