@@ -159,14 +159,34 @@ def _history(conversation: Conversation, before_seq: int) -> tuple[ChatTurn, ...
     return tuple(reversed(history))
 
 
+def _earlier_user_texts(conversation: Conversation, before_seq: int, limit: int = 2) -> list[str]:
+    earlier = Message.objects.filter(
+        conversation=conversation, direction=Message.Direction.IN, seq__lt=before_seq, seq__isnull=False
+    ).order_by("-seq")[:limit]
+    return [m.text for m in reversed(list(earlier)) if m.text]
+
+
+def _products_named(answer: str, products: tuple[ScoredProduct, ...]) -> list[ScoredProduct]:
+    """The products the answer is about: those it names; all retrieved ones if it names none
+    (a model may paraphrase)."""
+    lowered = answer.lower()
+    named = [scored for scored in products if scored.product["name"].lower() in lowered]
+    return named or list(products)
+
+
 def _plan(conversation_id: Any, user_seq: int) -> Plan:
     conversation = Conversation.objects.select_related("brand").get(pk=conversation_id)
     brand = conversation.brand
     message = _user_message(conversation, user_seq)
     payload = message.payload if message is not None else {}
     text = str(payload.get("content") or (message.text if message else ""))
-    language = detect_language(text)
+    earlier = _earlier_user_texts(conversation, message.seq if message and message.seq else user_seq)
+    # Short replies ("ok", "berapa?") keep the language the conversation was in.
+    language = detect_language(text, default=detect_language(" ".join(earlier)) if earlier else "en")
     products: tuple[ScoredProduct, ...] = tuple(retrieve(brand.pk, text, PRODUCT_LIMIT)) if text else ()
+    if not products and earlier:
+        # A follow-up ("how much is it?") is about what the conversation was about.
+        products = tuple(retrieve(brand.pk, " ".join([text, *earlier]), PRODUCT_LIMIT))
     request = GenerationRequest(
         brand_name=brand.name,
         user_text=text,
@@ -240,8 +260,9 @@ def _total_timeout() -> float:
 
 def _answer_payload(plan: Plan, attempt: Attempt, *, final: bool) -> tuple[str, dict[str, Any]]:
     request = plan.request
-    products = [scored.product for scored in request.products] if final else []
-    confidence = max((scored.score for scored in request.products), default=None) if final else None
+    suggested = _products_named(attempt.text, request.products) if final else []
+    products = [scored.product for scored in suggested]
+    confidence = max((scored.score for scored in suggested), default=None) if final else None
     if plan.channel == Channel.ASSISTANT:
         payload: dict[str, Any] = {
             "kind": "BotStreamEnd",

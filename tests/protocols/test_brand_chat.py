@@ -138,6 +138,23 @@ async def test_voice_mode_answers_in_one_sentence(shop, worker):
     assert "Acer Aspire 5 Slim" in answer and "7,499,000" in answer
     (stored,) = await stored_answers(complete["data"]["conversation_id"])
     assert stored.payload["voice"] is True
+    # The suggestions are the products the answer is about: the one it names.
+    assert [p["name"] for p in complete["data"]["suggested_products"]] == ["Acer Aspire 5 Slim"]
+    await client.close()
+
+
+async def test_a_follow_up_question_is_grounded_in_the_conversation_and_keeps_its_language(shop, worker):
+    client = ChatbotWebSocket()
+    await client.connect()
+    await client.send_message("Saya butuh monitor untuk desain grafis")
+    _, first = await client.answer()
+    assert first["data"]["suggested_products"]
+    await client.send_message("ok, berapa?")
+    _, follow_up = await client.answer()
+    assert follow_up["data"]["suggested_products"], "a follow-up keeps the conversation's products"
+    assert follow_up["data"]["confidence_score"] is not None
+    stored = await stored_answers(follow_up["data"]["conversation_id"])
+    assert [answer.payload["language"] for answer in stored] == ["id", "id"]
     await client.close()
 
 
