@@ -29,13 +29,6 @@ ASSISTANT_SHAPES = st.one_of(
 )
 
 
-@pytest.mark.xfail(
-    raises=TypeError,
-    strict=True,
-    reason="parse_client_message tests `kind in {...}` before checking it is a string: "
-    '{"kind": []} raises TypeError (unhashable) and the consumer drops the socket. '
-    "Fix: `if not isinstance(kind, str) or kind not in {...}`; then remove this mark.",
-)
 @FEW
 @example('{"kind": []}')
 @given(frames(ASSISTANT_SHAPES))
