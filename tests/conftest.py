@@ -57,3 +57,14 @@ def daphne(worker: object) -> Iterator[Daphne]:
     """A real daphne serving botsite.asgi on a free loopback port (`.url`, `.ws_url`)."""
     with Daphne() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer() -> Iterator[None]:
+    """Each test gets its own channel-layer instance: an instance keeps asyncio locks bound to the
+    event loop of the test that first used it, and every async test runs in a new loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()

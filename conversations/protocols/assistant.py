@@ -18,7 +18,7 @@ from django.conf import settings
 
 from conversations import selectors, services
 from conversations.models import Channel, Conversation, Message
-from conversations.protocols.common import RateLimiter, cookie, header, is_secure, query_param
+from conversations.protocols.common import RateLimiter, cookie, header, is_secure, loads_json, query_param
 from conversations.publish import group_name
 from flows.models import Brand
 from flows.selectors import active_brand
@@ -75,7 +75,7 @@ def parse_client_message(raw: str | bytes | None, max_text: int) -> ClientMessag
     if len(raw) > settings.MAX_FRAME_BYTES:
         return ProtocolError("too_long", f"frames are limited to {settings.MAX_FRAME_BYTES} bytes")
     try:
-        data = json.loads(raw)
+        data = loads_json(raw)
     except (ValueError, RecursionError):
         return ProtocolError("bad_json", "the frame is not valid JSON")
     if not isinstance(data, dict):

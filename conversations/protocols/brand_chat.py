@@ -26,7 +26,7 @@ from django.core.cache import cache
 
 from conversations import selectors, services
 from conversations.models import Channel, Conversation, Message
-from conversations.protocols.common import RateLimiter, header
+from conversations.protocols.common import RateLimiter, header, loads_json
 from conversations.publish import group_name
 from flows.models import Brand
 from flows.selectors import active_brand
@@ -73,7 +73,7 @@ def parse_frame(raw: str | bytes | None, max_length: int) -> ChatRequest | Ping 
     if len(raw) > settings.MAX_FRAME_BYTES:
         return BadInput(f"Message too long: frames are limited to {settings.MAX_FRAME_BYTES} bytes")
     try:
-        frame = json.loads(raw)
+        frame = loads_json(raw)
     except (ValueError, RecursionError):
         return BadInput("Invalid JSON")
     if not isinstance(frame, dict):

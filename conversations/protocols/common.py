@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,3 +55,38 @@ class RateLimiter:
             return False
         self.events.append(now)
         return True
+
+
+MAX_JSON_DEPTH = 32
+
+
+def loads_json(raw: str) -> Any:
+    """json.loads, refusing nesting deeper than MAX_JSON_DEPTH with ValueError first.
+
+    No client message of ours nests deeply, and letting the C decoder hit the recursion limit
+    has been seen to leave CPython 3.11's recursion accounting off for the rest of the process.
+    """
+    if raw.count("[") + raw.count("{") > MAX_JSON_DEPTH and _nesting_depth(raw) > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(raw)
+
+
+def _nesting_depth(raw: str) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
