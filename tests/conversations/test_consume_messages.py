@@ -53,7 +53,8 @@ def test_brand_filters_and_an_unknown_brand_prints_nothing(techpro):
 def test_follow_prints_new_messages_as_they_are_stored(techpro):
     out = io.StringIO()
     thread = threading.Thread(
-        target=lambda: call_command("consume_messages", "--follow", "--interval", "0.05", stdout=out), daemon=True
+        target=lambda: call_command("consume_messages", "--follow", "--interval", "0.05", "--timeout", "3", stdout=out),
+        daemon=True,
     )
     thread.start()
     time.sleep(0.3)
@@ -62,4 +63,6 @@ def test_follow_prints_new_messages_as_they_are_stored(techpro):
         if len(out.getvalue().splitlines()) >= 4:
             break
         time.sleep(0.05)
+    thread.join(10)
+    assert not thread.is_alive()
     assert [json.loads(line)["seq"] for line in out.getvalue().splitlines()] == [1, 2, 3, 4]

@@ -43,6 +43,7 @@ class Command(BaseCommand):
                             help="N: start at offset N (0 = the beginning); -N: the last N messages")
         parser.add_argument("--follow", "-f", action="store_true", help="wait for new messages")
         parser.add_argument("--interval", type=float, default=0.5, help="poll interval with --follow")
+        parser.add_argument("--timeout", type=float, default=0, help="with --follow: stop after this many seconds")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -61,6 +62,7 @@ class Command(BaseCommand):
         # what it already printed.
         printed: set[int] = set()
         look_back = 0
+        deadline = time.monotonic() + options["timeout"] if options["timeout"] else None
         while True:
             batch = [m for m in messages.filter(pk__gt=last_pk - look_back)[:1000] if m.pk not in printed]
             for message in batch:
@@ -75,5 +77,7 @@ class Command(BaseCommand):
                     return
                 continue
             look_back = LOOK_BACK
+            if deadline is not None and time.monotonic() > deadline:
+                return
             if not batch:
                 time.sleep(options["interval"])
