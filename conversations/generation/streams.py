@@ -59,6 +59,14 @@ def read_tokens(conversation_id: Any, stream_id: str) -> list[str]:
         return list(client.lrange(tokens_key(conversation_id, stream_id), 0, -1))
 
 
+async def read_tokens_async(conversation_id: Any, stream_id: str) -> list[str]:
+    client = async_client()
+    try:
+        return list(await client.lrange(tokens_key(conversation_id, stream_id), 0, -1))
+    finally:
+        await client.aclose()
+
+
 def is_alive(conversation_id: Any, user_seq: int) -> bool:
     with sync_client() as client:
         return bool(client.exists(alive_key(conversation_id, user_seq)))

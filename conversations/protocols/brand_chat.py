@@ -26,6 +26,7 @@ from django.core.cache import cache
 
 from conversations import selectors, services
 from conversations.models import Channel, Conversation, Message
+from conversations.generation import streams
 from conversations.protocols.common import RateLimiter, header, loads_json
 from conversations.publish import group_name
 from flows.models import Brand
@@ -225,11 +226,7 @@ def _accept(conversation_id: Any, request: ChatRequest) -> Message:
 async def _stream_log(conversation_id: Any, stream_id: str) -> list[str]:
     """The pieces the worker wrote so far (empty when unavailable)."""
     try:
-        from conversations.generation.streams import read_tokens_async
-    except ImportError:  # pragma: no cover - the pipeline ships with streams
-        return []
-    try:
-        return await read_tokens_async(conversation_id, stream_id)
+        return await streams.read_tokens_async(conversation_id, stream_id)
     except Exception:
         logger.warning("could not re-read stream %s", stream_id, exc_info=True)
         return []
