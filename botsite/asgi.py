@@ -6,7 +6,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "botsite.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402 - settings first
+from django.core.asgi import get_asgi_application
 
 django_http = get_asgi_application()
 

@@ -16,8 +16,8 @@ class MessageInline(admin.TabularInline):
     model = Message
     extra = 0
     can_delete = False
-    fields = ["seq", "direction", "kind", "text_shown", "cut_off", "created_at"]
-    readonly_fields = fields
+    readonly_fields = ("seq", "direction", "kind", "text_shown", "cut_off", "created_at")
+    fields = readonly_fields
     ordering = ["seq"]
 
     @admin.display(description="text")
@@ -32,8 +32,8 @@ class TurnTransitionInline(admin.TabularInline):
     model = TurnTransition
     extra = 0
     can_delete = False
-    fields = ["created_at", "from_state", "to_state", "reason"]
-    readonly_fields = fields
+    readonly_fields = ("created_at", "from_state", "to_state", "reason")
+    fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -46,8 +46,22 @@ class ConversationAdmin(admin.ModelAdmin):
     list_select_related = ["brand"]
     search_fields = ["id", "user_id", "external_id", "messages__payload__content"]
     date_hierarchy = "created_at"
-    readonly_fields = ["id", "brand", "channel", "user_id", "external_id", "flow_version", "flow_position",
-                       "turn_state", "turn_changed_at", "last_seq", "last_error", "meta", "created_at", "ended_at"]
+    readonly_fields = [
+        "id",
+        "brand",
+        "channel",
+        "user_id",
+        "external_id",
+        "flow_version",
+        "flow_position",
+        "turn_state",
+        "turn_changed_at",
+        "last_seq",
+        "last_error",
+        "meta",
+        "created_at",
+        "ended_at",
+    ]
     exclude = ["visitor_key"]
     inlines = [MessageInline, TurnTransitionInline]
     actions = ["export_jsonl"]
@@ -61,7 +75,7 @@ class ConversationAdmin(admin.ModelAdmin):
         return False
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
-        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        queryset, _ = super().get_search_results(request, queryset, search_term)
         return queryset.distinct() if search_term else queryset, False
 
     @admin.action(description="Export selected transcripts (JSON lines)")
@@ -71,12 +85,22 @@ class ConversationAdmin(admin.ModelAdmin):
             for message in conversation.messages.all():
                 if message.seq is None:
                     continue
-                lines.append(json.dumps({
-                    "conversation": str(conversation.id), "brand": conversation.brand.slug,
-                    "channel": conversation.channel, "seq": message.seq, "direction": message.direction,
-                    "kind": message.kind, "payload": message.payload, "cut_off": message.cut_off,
-                    "timestamp": message.created_at.isoformat(),
-                }, ensure_ascii=False))
+                lines.append(
+                    json.dumps(
+                        {
+                            "conversation": str(conversation.id),
+                            "brand": conversation.brand.slug,
+                            "channel": conversation.channel,
+                            "seq": message.seq,
+                            "direction": message.direction,
+                            "kind": message.kind,
+                            "payload": message.payload,
+                            "cut_off": message.cut_off,
+                            "timestamp": message.created_at.isoformat(),
+                        },
+                        ensure_ascii=False,
+                    )
+                )
         response = HttpResponse("\n".join(lines) + "\n", content_type="application/x-ndjson")
         response["Content-Disposition"] = 'attachment; filename="transcripts.jsonl"'
         return response

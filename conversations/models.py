@@ -138,3 +138,6 @@ class DailyUsage(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["brand", "day"], name="usage_unique_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.brand_id} {self.day}: {self.tokens} tokens"

@@ -43,7 +43,9 @@ def append_messages(conversation: Conversation, entries: Iterable[tuple[str, str
     for direction, kind, payload in entries:
         conversation.last_seq += 1
         created.append(
-            Message(conversation=conversation, seq=conversation.last_seq, direction=direction, kind=kind, payload=payload)
+            Message(
+                conversation=conversation, seq=conversation.last_seq, direction=direction, kind=kind, payload=payload
+            )
         )
     Message.objects.bulk_create(created)
     return created
@@ -233,7 +235,11 @@ class Busy(Exception):
 
 
 def conversation_accept_user_message(
-    conversation_id: Any, text: str, *, kind: str = "UserText", extra: dict[str, Any] | None = None,
+    conversation_id: Any,
+    text: str,
+    *,
+    kind: str = "UserText",
+    extra: dict[str, Any] | None = None,
     client_id: str | None = None,
 ) -> Message:
     """Store a visitor's message and start generating the answer: idle → user_writing →

@@ -7,6 +7,8 @@ the row; the other sees zero rows and loses. On PostgreSQL callers also hold the
 
 from __future__ import annotations
 
+import itertools
+
 from django.utils import timezone
 
 from conversations.models import Conversation, TurnState, TurnTransition
@@ -63,7 +65,7 @@ def move_through(conversation: Conversation, states: list[str], reason: str = ""
     """Several moves in one conditional UPDATE; every step is still checked and recorded."""
     from_state = conversation.turn_state
     path = [from_state, *states]
-    for before, after in zip(path, path[1:], strict=False):
+    for before, after in itertools.pairwise(path):
         if not is_allowed(before, after):
             raise TransitionRefused(f"{before} → {after} is not a turn transition")
     if not states:
@@ -75,8 +77,10 @@ def move_through(conversation: Conversation, states: list[str], reason: str = ""
     if changed != 1:
         raise TransitionRefused(f"{from_state} → {states[-1]} lost a race")
     TurnTransition.objects.bulk_create(
-        TurnTransition(conversation=conversation, from_state=before, to_state=after, reason=reason[:300], created_at=now)
-        for before, after in zip(path, path[1:], strict=False)
+        TurnTransition(
+            conversation=conversation, from_state=before, to_state=after, reason=reason[:300], created_at=now
+        )
+        for before, after in itertools.pairwise(path)
     )
     conversation.turn_state = states[-1]
     conversation.turn_changed_at = now

@@ -24,8 +24,19 @@ class BrandAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     fieldsets = [
         (None, {"fields": ["name", "slug", "description", "welcome_message", "is_active", "allowed_origins"]}),
-        ("Answers", {"fields": ["llm_provider", "llm_base_url", "llm_model", "llm_api_key", "fallback_to_offline",
-                                "system_prompt"]}),
+        (
+            "Answers",
+            {
+                "fields": [
+                    "llm_provider",
+                    "llm_base_url",
+                    "llm_model",
+                    "llm_api_key",
+                    "fallback_to_offline",
+                    "system_prompt",
+                ]
+            },
+        ),
         ("Limits", {"fields": ["max_message_length", "rate_limit_per_minute", "daily_token_budget"]}),
     ]
 
@@ -88,8 +99,11 @@ class FlowStateFormSet(forms.BaseInlineFormSet):
         definition: dict[str, Any] = {}
         for row in rows:
             state = FlowState(
-                name=row["name"], send_request=row.get("send_request"), match_response=row.get("match_response"),
-                next=row.get("next") or "", extra=row.get("extra") or {},
+                name=row["name"],
+                send_request=row.get("send_request"),
+                match_response=row.get("match_response"),
+                next=row.get("next") or "",
+                extra=row.get("extra") or {},
             )
             if state.name in definition:
                 raise forms.ValidationError(f"two states are called `{state.name}`")
@@ -109,8 +123,8 @@ class FlowStateInline(admin.StackedInline):
 class FlowVersionInline(admin.TabularInline):
     model = FlowVersion
     extra = 0
-    fields = ["number", "created_at", "note"]
-    readonly_fields = fields
+    readonly_fields = ("number", "created_at", "note")
+    fields = readonly_fields
     can_delete = False
     show_change_link = False
 
@@ -166,8 +180,12 @@ class FlowAdmin(admin.ModelAdmin):
             else:
                 messages.success(request, f"Imported and published {flow}.")
                 return HttpResponseRedirect(reverse("admin:flows_flow_change", args=[flow.pk]))
-        context = {**self.admin_site.each_context(request), "form": form, "title": "Import a flow",
-                   "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "title": "Import a flow",
+            "opts": self.model._meta,
+        }
         return render(request, "admin/flows/flow/import.html", context)
 
     def export_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -185,8 +203,14 @@ class AgentForm(forms.ModelForm):
     class Meta:
         model = Agent
         fields = [
-            "name", "kind", "brand", "is_active", "configuration",
-            "welcome_message", "goodbye_message", "summary_message",
+            "name",
+            "kind",
+            "brand",
+            "is_active",
+            "configuration",
+            "welcome_message",
+            "goodbye_message",
+            "summary_message",
         ]
         help_texts = {
             "configuration": (

@@ -190,7 +190,11 @@ class Flow:
         """The text of a choice, to fill in a ChoiceResponse that left `content` out."""
         for state in self.states.values():
             request = state.get("sendRequest")
-            if isinstance(request, Mapping) and request.get("kind") == "ChoiceRequest" and request.get("groupId") == group_id:
+            if (
+                isinstance(request, Mapping)
+                and request.get("kind") == "ChoiceRequest"
+                and request.get("groupId") == group_id
+            ):
                 for choice in request["choices"]:
                     if choice["itemId"] == item_id:
                         return str(choice["content"])
@@ -267,7 +271,11 @@ def validate(definition: Any) -> list[str]:
             errors.append(f"{where}: needs `sendRequest` or `matchResponse`")
         if request is not None:
             errors.extend(_check_message(request, REQUEST_KINDS, f"{where} sendRequest"))
-            if isinstance(request, Mapping) and request.get("kind") == "ChoiceRequest" and isinstance(request.get("choices"), list):
+            if (
+                isinstance(request, Mapping)
+                and request.get("kind") == "ChoiceRequest"
+                and isinstance(request.get("choices"), list)
+            ):
                 for choice in request["choices"]:
                     if isinstance(choice, Mapping):
                         offered_choices.add(("ChoiceResponse", str(request.get("groupId")), str(choice.get("itemId"))))
@@ -286,7 +294,7 @@ def validate(definition: Any) -> list[str]:
             errors.append(f"{where}: `next` names no state ({target!r})")
         on_text = state.get("onText")
         if on_text is not None and on_text != "generate" and on_text not in definition:
-            errors.append(f"{where}: `onText` must be \"generate\" or a state name ({on_text!r})")
+            errors.append(f'{where}: `onText` must be "generate" or a state name ({on_text!r})')
     first_name, first = next(iter(definition.items()))
     if isinstance(first, Mapping) and first.get("sendRequest") is None:
         errors.append(f"the first state `{first_name}` starts every conversation and must send something")
@@ -322,7 +330,7 @@ def _find_loops(definition: Mapping[str, Any]) -> list[str]:
         current: Any = start
         while isinstance(current, str) and current in definition and current not in done:
             if current in path:
-                loop = path[path.index(current):] + [current]
+                loop = [*path[path.index(current) :], current]
                 errors.append("a chain loops without waiting for the visitor: " + " → ".join(loop))
                 break
             path.append(current)

@@ -71,9 +71,7 @@ class Product(models.Model):
 
     class Meta:
         ordering = ["brand", "category", "name"]
-        constraints = [
-            models.UniqueConstraint(fields=["brand", "external_id"], name="product_unique_per_brand")
-        ]
+        constraints = [models.UniqueConstraint(fields=["brand", "external_id"], name="product_unique_per_brand")]
         # Retrieval checks the catalog's version (count, latest edit) on every query.
         indexes = [models.Index(fields=["brand", "updated_at"], name="product_brand_updated_idx")]
 
@@ -113,9 +111,7 @@ class Flow(models.Model):
     class Meta:
         ordering = ["brand", "name"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["brand"], condition=Q(is_active=True), name="one_active_flow_per_brand"
-            )
+            models.UniqueConstraint(fields=["brand"], condition=Q(is_active=True), name="one_active_flow_per_brand")
         ]
 
     def __str__(self) -> str:
@@ -131,15 +127,11 @@ class FlowState(models.Model):
     send_request = models.JSONField(null=True, blank=True, help_text="sendRequest (JSON)")
     match_response = models.JSONField(null=True, blank=True, help_text="matchResponse (JSON)")
     next = models.CharField(max_length=200, blank=True)
-    extra = models.JSONField(
-        default=dict, blank=True, help_text="Additional keys kept in the flow file (JSON object)."
-    )
+    extra = models.JSONField(default=dict, blank=True, help_text="Additional keys kept in the flow file (JSON object).")
 
     class Meta:
         ordering = ["flow", "position", "id"]
-        constraints = [
-            models.UniqueConstraint(fields=["flow", "name"], name="state_name_unique_per_flow")
-        ]
+        constraints = [models.UniqueConstraint(fields=["flow", "name"], name="state_name_unique_per_flow")]
 
     def __str__(self) -> str:
         return self.name
@@ -167,9 +159,7 @@ class FlowVersion(models.Model):
 
     class Meta:
         ordering = ["flow", "-number"]
-        constraints = [
-            models.UniqueConstraint(fields=["flow", "number"], name="version_number_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["flow", "number"], name="version_number_unique")]
 
     def __str__(self) -> str:
         return f"{self.flow} v{self.number}"
@@ -191,7 +181,10 @@ class Agent(models.Model):
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.PATTERN)
     brand = models.ForeignKey(
-        Brand, null=True, blank=True, on_delete=models.SET_NULL,
+        Brand,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         help_text="Whose transcripts hold the engagements, and whose model the LLM kind asks.",
     )
     configuration = models.JSONField(default=dict, blank=True)
@@ -200,7 +193,8 @@ class Agent(models.Model):
     )
     goodbye_message = models.CharField(max_length=500, blank=True, default="Goodbye!")
     summary_message = models.CharField(
-        max_length=500, blank=True,
+        max_length=500,
+        blank=True,
         help_text="Periodic summary when the count of true results changes; {count} is the count.",
     )
     is_active = models.BooleanField(default=True)

@@ -19,8 +19,11 @@ def sanitize_html(text: str) -> str:
     """Staff may write HTML in bot texts (the seed allows it); keep only harmless markup."""
     if "<" not in text and "&" not in text:
         return text
-    return nh3.clean(text, tags={"a", "b", "strong", "i", "em", "u", "br", "p", "ul", "ol", "li", "code"},
-                     link_rel="noopener noreferrer nofollow")
+    return nh3.clean(
+        text,
+        tags={"a", "b", "strong", "i", "em", "u", "br", "p", "ul", "ol", "li", "code"},
+        link_rel="noopener noreferrer nofollow",
+    )
 
 
 def _sanitized(definition: dict[str, Any]) -> dict[str, Any]:

@@ -34,8 +34,9 @@ def techpro(db: None) -> Brand:
 def celery_session_worker() -> Iterator[object]:
     """A real Celery worker (a thread of this process) consuming from the real broker."""
     celery_app.conf.task_always_eager = False
-    with start_worker(celery_app, pool="threads", concurrency=2, perform_ping_check=False,
-                      loglevel="WARNING", shutdown_timeout=10) as worker:
+    with start_worker(
+        celery_app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10
+    ) as worker:
         yield worker
 
 

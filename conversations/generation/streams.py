@@ -62,7 +62,7 @@ def read_tokens(conversation_id: Any, stream_id: str) -> list[str]:
 async def read_tokens_async(conversation_id: Any, stream_id: str) -> list[str]:
     client = async_client()
     try:
-        return list(await client.lrange(tokens_key(conversation_id, stream_id), 0, -1))
+        return [str(piece) for piece in await client.lrange(tokens_key(conversation_id, stream_id), 0, -1)]
     finally:
         await client.aclose()
 

@@ -83,7 +83,9 @@ def parse_client_message(raw: str | bytes | None, max_text: int) -> ClientMessag
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in CLIENT_KINDS:
         shown = kind if isinstance(kind, str) else json.dumps(kind)
-        return ProtocolError("unknown_kind", f"unknown kind {shown[:60]!r}; send ChoiceResponse, UserText or ResetSession")
+        return ProtocolError(
+            "unknown_kind", f"unknown kind {shown[:60]!r}; send ChoiceResponse, UserText or ResetSession"
+        )
     client_id = _string(data, "clientId", required=False, limit=100)
     if isinstance(client_id, ProtocolError):
         return client_id

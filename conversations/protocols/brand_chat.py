@@ -25,8 +25,8 @@ from django.conf import settings
 from django.core.cache import cache
 
 from conversations import selectors, services
-from conversations.models import Channel, Conversation, Message
 from conversations.generation import streams
+from conversations.models import Channel, Conversation, Message
 from conversations.protocols.common import RateLimiter, header, loads_json
 from conversations.publish import group_name
 from flows.models import Brand

@@ -1,5 +1,3 @@
-from django.urls import path
-
 from conversations.protocols import sessions_api
 
 urlpatterns: list = [*sessions_api.urlpatterns]

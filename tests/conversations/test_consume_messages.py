@@ -31,8 +31,10 @@ def test_it_prints_every_stored_message_in_the_seeds_record_shape(techpro):
     walk(techpro)
     records = consume()
     assert [r["seq"] for r in records] == [1, 2, 3, 4]
-    assert records[0]["payload"] == {"kind": "Request",
-                                     "message": {"kind": "BotText", "content": "Hi, I'm Bot! Nice to meet you."}}
+    assert records[0]["payload"] == {
+        "kind": "Request",
+        "message": {"kind": "BotText", "content": "Hi, I'm Bot! Nice to meet you."},
+    }
     assert records[2]["payload"]["kind"] == "Response"
     assert records[2]["payload"]["message"]["content"] == "Go"
     assert {"sid", "timestamp", "brand", "channel"} <= records[0].keys()

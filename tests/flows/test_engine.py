@@ -136,8 +136,12 @@ def test_a_choice_without_a_matching_state_is_caught():
 
 
 def test_two_states_matching_the_same_response_are_caught():
-    definition = broken(langChoiceGoAgain={"matchResponse": {"kind": "ChoiceResponse", "groupId": "lang",
-                                                             "itemId": "go"}, "next": "done"})
+    definition = broken(
+        langChoiceGoAgain={
+            "matchResponse": {"kind": "ChoiceResponse", "groupId": "lang", "itemId": "go"},
+            "next": "done",
+        }
+    )
     assert any("answers the same response" in e for e in validate(definition))
 
 

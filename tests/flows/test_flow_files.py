@@ -44,9 +44,7 @@ def test_importing_a_broken_flow_changes_nothing(techpro, tmp_path):
 def test_staff_import_and_export_flows_in_the_admin(techpro, admin_client):
     upload = io.BytesIO(SEED_PATH.read_bytes())
     upload.name = "flow.json"
-    response = admin_client.post(
-        "/admin/flows/flow/import/", {"brand": techpro.pk, "name": "Uploaded", "file": upload}
-    )
+    response = admin_client.post("/admin/flows/flow/import/", {"brand": techpro.pk, "name": "Uploaded", "file": upload})
     assert response.status_code == 302
     flow = Flow.objects.get(brand=techpro, name="Uploaded")
     assert flow.is_active and flow.published_version is not None
@@ -68,17 +66,28 @@ def _state_form_data(flow: Flow, overrides: dict[str, dict]) -> dict:
     """The admin change form for `flow`, as a browser would post it back."""
     states = list(flow.states.all())
     data = {
-        "brand": flow.brand_id, "name": flow.name, "is_active": "on",
-        "states-TOTAL_FORMS": len(states), "states-INITIAL_FORMS": len(states),
-        "states-MIN_NUM_FORMS": 0, "states-MAX_NUM_FORMS": 1000,
-        "versions-TOTAL_FORMS": 0, "versions-INITIAL_FORMS": 0,
-        "versions-MIN_NUM_FORMS": 0, "versions-MAX_NUM_FORMS": 1000,
+        "brand": flow.brand_id,
+        "name": flow.name,
+        "is_active": "on",
+        "states-TOTAL_FORMS": len(states),
+        "states-INITIAL_FORMS": len(states),
+        "states-MIN_NUM_FORMS": 0,
+        "states-MAX_NUM_FORMS": 1000,
+        "versions-TOTAL_FORMS": 0,
+        "versions-INITIAL_FORMS": 0,
+        "versions-MIN_NUM_FORMS": 0,
+        "versions-MAX_NUM_FORMS": 1000,
     }
     for index, state in enumerate(states):
         values = {
-            "id": state.pk, "flow": flow.pk, "position": state.position, "name": state.name,
-            "next": state.next, "send_request": json.dumps(state.send_request),
-            "match_response": json.dumps(state.match_response), "extra": json.dumps(state.extra),
+            "id": state.pk,
+            "flow": flow.pk,
+            "position": state.position,
+            "name": state.name,
+            "next": state.next,
+            "send_request": json.dumps(state.send_request),
+            "match_response": json.dumps(state.match_response),
+            "extra": json.dumps(state.extra),
         }
         values.update(overrides.get(state.name, {}))
         for key, value in values.items():
@@ -89,8 +98,9 @@ def _state_form_data(flow: Flow, overrides: dict[str, dict]) -> dict:
 def test_saving_the_flow_in_the_admin_publishes_a_new_version(techpro, admin_client):
     flow = Flow.objects.get(brand=techpro, is_active=True)
     greeting = json.dumps({"kind": "BotText", "content": "Hello from TechPro!"})
-    response = admin_client.post(f"/admin/flows/flow/{flow.pk}/change/",
-                                 _state_form_data(flow, {"greetings": {"send_request": greeting}}))
+    response = admin_client.post(
+        f"/admin/flows/flow/{flow.pk}/change/", _state_form_data(flow, {"greetings": {"send_request": greeting}})
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     flow.refresh_from_db()
     assert flow.published_version.number == 2
@@ -99,8 +109,9 @@ def test_saving_the_flow_in_the_admin_publishes_a_new_version(techpro, admin_cli
 
 def test_the_admin_refuses_a_flow_with_a_dangling_next(techpro, admin_client):
     flow = Flow.objects.get(brand=techpro, is_active=True)
-    response = admin_client.post(f"/admin/flows/flow/{flow.pk}/change/",
-                                 _state_form_data(flow, {"done": {"next": "nowhere"}}))
+    response = admin_client.post(
+        f"/admin/flows/flow/{flow.pk}/change/", _state_form_data(flow, {"done": {"next": "nowhere"}})
+    )
     assert response.status_code == 200
     assert "`next` names no state" in response.content.decode()
     flow.refresh_from_db()
@@ -110,7 +121,8 @@ def test_the_admin_refuses_a_flow_with_a_dangling_next(techpro, admin_client):
 def test_staff_html_in_bot_texts_is_sanitized_when_published(techpro, admin_client):
     flow = Flow.objects.get(brand=techpro, is_active=True)
     greeting = json.dumps({"kind": "BotText", "content": "<b>Hi</b><script>alert(1)</script><img src=x onerror=y>"})
-    admin_client.post(f"/admin/flows/flow/{flow.pk}/change/",
-                      _state_form_data(flow, {"greetings": {"send_request": greeting}}))
+    admin_client.post(
+        f"/admin/flows/flow/{flow.pk}/change/", _state_form_data(flow, {"greetings": {"send_request": greeting}})
+    )
     flow.refresh_from_db()
     assert flow.published_version.definition["greetings"]["sendRequest"]["content"] == "<b>Hi</b>"

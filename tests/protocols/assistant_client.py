@@ -11,8 +11,9 @@ from botsite.asgi import channels_app
 
 
 class AssistantClient:
-    def __init__(self, path: str = "/ws/assistant/techpro/", cookie: str | None = None,
-                 origin: str | None = None) -> None:
+    def __init__(
+        self, path: str = "/ws/assistant/techpro/", cookie: str | None = None, origin: str | None = None
+    ) -> None:
         headers = []
         if cookie:
             headers.append((b"cookie", f"Fluvio-Bot-Assistant={cookie}".encode()))

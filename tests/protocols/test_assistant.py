@@ -25,7 +25,9 @@ async def start(path: str = "/ws/assistant/techpro/", **kwargs) -> AssistantClie
 
 @database_sync_to_async
 def stored(sid_conversation_count: bool = False) -> list[tuple[int, str, str]]:
-    return [(m.seq, m.direction, m.kind) for m in Message.objects.filter(seq__isnull=False).order_by("conversation", "seq")]
+    return [
+        (m.seq, m.direction, m.kind) for m in Message.objects.filter(seq__isnull=False).order_by("conversation", "seq")
+    ]
 
 
 @database_sync_to_async
@@ -37,9 +39,13 @@ async def test_a_visitor_walks_the_whole_language_flow(techpro, worker):
     client = await start()
     await client.send({**LANG, "itemId": "other", "content": "Other"})
     start_chat = await client.receive()
-    assert start_chat == {"kind": "StartChatSession", "sessionId": "langPreference",
-                          "chatPrompt": "Type your preferred language here...", "chatText": "I enabled chat editor",
-                          "seq": 4}
+    assert start_chat == {
+        "kind": "StartChatSession",
+        "sessionId": "langPreference",
+        "chatPrompt": "Type your preferred language here...",
+        "chatText": "I enabled chat editor",
+        "seq": 4,
+    }
     await client.send({"kind": "UserText", "sessionId": "langPreference", "content": "Zig"})
     assert await client.receive() == {"kind": "EndChatSession", "sessionId": "langPreference", "seq": 6}
     assert (await client.receive())["groupId"] == "others"
@@ -47,8 +53,14 @@ async def test_a_visitor_walks_the_whole_language_flow(techpro, worker):
     assert await client.receive() == {"kind": "BotText", "content": "Great, thanks!", "seq": 9}
     assert await client.nothing_more()
     assert await stored() == [
-        (1, "out", "BotText"), (2, "out", "ChoiceRequest"), (3, "in", "ChoiceResponse"), (4, "out", "StartChatSession"),
-        (5, "in", "UserText"), (6, "out", "EndChatSession"), (7, "out", "ChoiceRequest"), (8, "in", "ChoiceResponse"),
+        (1, "out", "BotText"),
+        (2, "out", "ChoiceRequest"),
+        (3, "in", "ChoiceResponse"),
+        (4, "out", "StartChatSession"),
+        (5, "in", "UserText"),
+        (6, "out", "EndChatSession"),
+        (7, "out", "ChoiceRequest"),
+        (8, "in", "ChoiceResponse"),
         (9, "out", "BotText"),
     ]
     await client.close()
@@ -65,7 +77,11 @@ async def test_reconnecting_with_the_cookie_replays_the_conversation(techpro, wo
     assert again.sid == first.sid
     replay = [await again.receive() for _ in range(4)]
     assert [(m["seq"], m["kind"]) for m in replay] == [
-        (1, "BotText"), (2, "ChoiceRequest"), (3, "ChoiceResponse"), (4, "ChoiceRequest")]
+        (1, "BotText"),
+        (2, "ChoiceRequest"),
+        (3, "ChoiceResponse"),
+        (4, "ChoiceRequest"),
+    ]
     assert replay[2]["content"] == "Go"
     assert await again.nothing_more()
     # The replayed conversation goes on where it was.
@@ -113,7 +129,8 @@ async def test_reset_session_starts_over_on_the_same_socket(techpro, worker):
     assert await later.nothing_more()
     await later.close()
     conversations = await database_sync_to_async(
-        lambda: list(Conversation.objects.order_by("created_at").values_list("ended_at", "last_seq")))()
+        lambda: list(Conversation.objects.order_by("created_at").values_list("ended_at", "last_seq"))
+    )()
     assert conversations[0][0] is not None and conversations[0][1] == 4  # kept for the transcripts
     assert conversations[1][0] is None
 
@@ -152,7 +169,10 @@ async def test_two_answers_sent_at_once_are_applied_in_order_once_each(techpro, 
         ("x" * 20000, "too_long"),
         (json.dumps({"kind": "ChoiceResponse", "groupId": "others", "itemId": "yes"}), "unexpected_response"),
         (json.dumps({"kind": "ChoiceResponse", "groupId": "lang", "itemId": "cobol"}), "unexpected_response"),
-        (json.dumps({"kind": "UserText", "sessionId": "langPreference", "content": "too early"}), "unexpected_response"),
+        (
+            json.dumps({"kind": "UserText", "sessionId": "langPreference", "content": "too early"}),
+            "unexpected_response",
+        ),
     ],
 )
 async def test_bad_input_gets_an_error_changes_nothing_and_keeps_the_socket(techpro, worker, frame, code):

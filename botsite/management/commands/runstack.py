@@ -54,14 +54,56 @@ class Command(BaseCommand):
             call_command("load_demo", stdout=self.stdout)
         python = sys.executable
         children = [
-            Child("daphne", [python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
-                             "--proxy-headers", "botsite.asgi:application"]),
-            Child("worker", [python, "-m", "celery", "-A", "botsite", "worker", "--loglevel", "INFO",
-                             "--concurrency", str(options["concurrency"]), "-n", f"worker-{os.getpid()}@%h"]),
+            Child(
+                "daphne",
+                [
+                    python,
+                    "-m",
+                    "daphne",
+                    "-b",
+                    options["host"],
+                    "-p",
+                    str(options["port"]),
+                    "--proxy-headers",
+                    "botsite.asgi:application",
+                ],
+            ),
+            Child(
+                "worker",
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "botsite",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    str(options["concurrency"]),
+                    "-n",
+                    f"worker-{os.getpid()}@%h",
+                ],
+            ),
         ]
         if not options["no_beat"]:
-            children.append(Child("beat", [python, "-m", "celery", "-A", "botsite", "beat", "--loglevel", "INFO",
-                                           "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]))
+            children.append(
+                Child(
+                    "beat",
+                    [
+                        python,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "botsite",
+                        "beat",
+                        "--loglevel",
+                        "INFO",
+                        "--schedule",
+                        settings.CELERY_BEAT_SCHEDULE_FILENAME,
+                    ],
+                )
+            )
         stopping = False
 
         def request_stop(signum: int, frame: Any) -> None:
@@ -73,10 +115,12 @@ class Command(BaseCommand):
         for child in children:
             child.start(env)
         host = "localhost" if options["host"] in {"127.0.0.1", "0.0.0.0"} else options["host"]  # noqa: S104
-        self.stdout.write(self.style.SUCCESS(
-            f"\nBotsite is running at http://{host}:{options['port']}/  (admin: /admin/, Ctrl-C stops)\n"
-            f"  assistant:  ws://{host}:{options['port']}/ws/assistant/techpro/\n"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nBotsite is running at http://{host}:{options['port']}/  (admin: /admin/, Ctrl-C stops)\n"
+                f"  assistant:  ws://{host}:{options['port']}/ws/assistant/techpro/\n"
+            )
+        )
         try:
             while not stopping:
                 time.sleep(0.5)

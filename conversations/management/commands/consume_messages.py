@@ -1,7 +1,7 @@
 """Print stored messages as JSON lines, like the seed's `fluvio consume bot-assist-messages`.
 
-    manage.py consume_messages --offset -5            # the last five messages
-    manage.py consume_messages --brand techpro --follow
+manage.py consume_messages --offset -5            # the last five messages
+manage.py consume_messages --brand techpro --follow
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--brand", help="only this brand's messages (slug)")
-        parser.add_argument("--offset", default="0",
-                            help="N: start at offset N (0 = the beginning); -N: the last N messages")
+        parser.add_argument(
+            "--offset", default="0", help="N: start at offset N (0 = the beginning); -N: the last N messages"
+        )
         parser.add_argument("--follow", "-f", action="store_true", help="wait for new messages")
         parser.add_argument("--interval", type=float, default=0.5, help="poll interval with --follow")
         parser.add_argument("--timeout", type=float, default=0, help="with --follow: stop after this many seconds")
@@ -54,7 +55,7 @@ class Command(BaseCommand):
         if options["brand"]:
             messages = messages.filter(conversation__brand__slug=options["brand"])
         if offset < 0:
-            tail = list(messages.order_by("-pk")[: -offset])
+            tail = list(messages.order_by("-pk")[:-offset])
             last_pk = tail[-1].pk - 1 if tail else 0
         else:
             last_pk = offset - 1 if offset > 0 else 0
