@@ -23,11 +23,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -m "not browser and not postgres" -q
 	$(BIN)/python -m pytest -m browser -q || [ $$? -eq 5 ]  # 5: no browser tests collected
 
-## The tests that matter for concurrency, against the local PostgreSQL and Redis servers.
+## The suite again on PostgreSQL (row locks, real races) and a Redis server, as production runs.
 test-postgres: $(STAMP)
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/8} \
-	$(BIN)/python -m pytest -m "postgres or concurrency" -q
+	$(BIN)/python -m pytest -m "not browser and not fault" -q -p no:cacheprovider
 
 test-fault: $(STAMP)
 	$(BIN)/python -m pytest -m fault -q
