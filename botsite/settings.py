@@ -180,6 +180,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Chat sessions over HTTP + Server-Sent Events, brands and server status.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "conversations.protocols.sessions_api.add_stream_to_schema",
+    ],
 }
 
 LOGGING = {

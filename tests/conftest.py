@@ -61,11 +61,13 @@ def daphne(worker: object) -> Iterator[Daphne]:
 
 
 @pytest.fixture(autouse=True)
-def fresh_channel_layer() -> Iterator[None]:
+def isolated_redis_state() -> Iterator[None]:
     """Each test gets its own channel-layer instance: an instance keeps asyncio locks bound to the
     event loop of the test that first used it, and every async test runs in a new loop."""
     from channels.layers import channel_layers
+    from django.core.cache import cache
 
     channel_layers.backends.clear()
+    cache.clear()  # rate-limit counters must not leak from one test into the next
     yield
     channel_layers.backends.clear()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,12 +21,11 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.core.cache import cache
 
 from conversations import selectors, services
 from conversations.generation import streams
 from conversations.models import Channel, Conversation, Message
-from conversations.protocols.common import RateLimiter, header, loads_json
+from conversations.protocols.common import RateLimiter, header, loads_json, visitor_rate_allows
 from conversations.publish import group_name
 from flows.models import Brand
 from flows.selectors import active_brand
@@ -162,32 +160,6 @@ def complete_message(payload: dict[str, Any], conversation_id: str) -> dict[str,
     }
 
 
-# --- Per-visitor rate limit, shared by all of a visitor's connections (Django cache/Redis) -----
-
-
-def visitor_rate_allows(brand_id: int, visitor: str, limit: int, window: float = RATE_WINDOW) -> bool:
-    """At most `limit` messages per `window` per visitor, across processes and connections.
-
-    Two fixed buckets weighted into a sliding window (the previous bucket counts for the part of
-    it still inside the window). A refused message is taken back out, so it costs nothing.
-    """
-    if limit <= 0:
-        return True
-    now = time.time()
-    bucket = int(now // window)
-    visitor_key = services.visitor_key_for(visitor)[:32]
-    current_key = f"brandchat:rate:{brand_id}:{visitor_key}:{bucket}"
-    previous_key = f"brandchat:rate:{brand_id}:{visitor_key}:{bucket - 1}"
-    cache.add(current_key, 0, timeout=int(window * 2) + 1)
-    current = cache.incr(current_key)
-    previous = cache.get(previous_key) or 0
-    elapsed = (now % window) / window
-    if previous * (1 - elapsed) + current > limit:
-        cache.decr(current_key)
-        return False
-    return True
-
-
 # --- Database access for the consumer ---------------------------------------------------------
 
 
@@ -305,7 +277,7 @@ class BrandChatConsumer(AsyncWebsocketConsumer):
         if request.user_id is None:
             return True
         allowed = await database_sync_to_async(visitor_rate_allows)(
-            brand.pk, request.user_id, brand.rate_limit_per_minute
+            "brandchat", brand.pk, request.user_id, brand.rate_limit_per_minute
         )
         if not allowed:
             self.message_limiter.events.pop()  # a refused message costs nothing

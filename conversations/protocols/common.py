@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import deque
@@ -9,6 +10,8 @@ from collections.abc import Callable
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
+
+from django.core.cache import cache
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -90,3 +93,27 @@ def _nesting_depth(raw: str) -> int:
         elif char in "]}":
             depth -= 1
     return deepest
+
+
+def visitor_rate_allows(scope: str, brand_id: int, visitor: str, limit: int, window: float = 60.0) -> bool:
+    """At most `limit` messages per `window` seconds per visitor, across processes and connections.
+
+    Two fixed buckets in the cache (Redis) weighted into a sliding window: the previous bucket
+    counts for the part of it still inside the window. A refused message is taken back out, so
+    it costs nothing.
+    """
+    if limit <= 0:
+        return True
+    now = time.time()
+    bucket = int(now // window)
+    visitor_key = hashlib.sha256(visitor.encode()).hexdigest()[:32]
+    current_key = f"{scope}:rate:{brand_id}:{visitor_key}:{bucket}"
+    previous_key = f"{scope}:rate:{brand_id}:{visitor_key}:{bucket - 1}"
+    cache.add(current_key, 0, timeout=int(window * 2) + 1)
+    current = cache.incr(current_key)
+    previous = cache.get(previous_key) or 0
+    elapsed = (now % window) / window
+    if previous * (1 - elapsed) + current > limit:
+        cache.decr(current_key)
+        return False
+    return True

@@ -27,7 +27,7 @@ from django.http.response import HttpResponseBase
 from django.urls import path
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, Throttled, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -37,6 +37,7 @@ from conversations import services, turns
 from conversations.generation import streams
 from conversations.generation.providers import split_words
 from conversations.models import Channel, Conversation, Message, TurnState
+from conversations.protocols.common import visitor_rate_allows
 from conversations.publish import group_name
 from flows.models import Brand
 
@@ -193,6 +194,7 @@ class SessionMessages(APIView):
             400: OpenApiResponse(ERROR_SCHEMA, description="Invalid input or message too long"),
             404: OpenApiResponse(ERROR_SCHEMA, description="Unknown session or brand"),
             409: OpenApiResponse(ERROR_SCHEMA, description="The session is still answering"),
+            429: OpenApiResponse(ERROR_SCHEMA, description="Too many messages from this user (brand's rate limit)"),
         },
     )
     def post(self, request: Request, user_id: str) -> Response:
@@ -216,6 +218,8 @@ class SessionMessages(APIView):
             if found is None:
                 raise NotFound(f"Brand '{brand_slug}' not found or inactive" if brand_slug else "No active brand")
             brand = found
+        if not visitor_rate_allows("sessions", brand.pk, user_id, brand.rate_limit_per_minute):
+            raise Throttled(detail=f"Too many messages: at most {brand.rate_limit_per_minute} a minute per user.")
         text = body["message"]
         if len(text) > brand.max_message_length:
             raise ValidationError({"message": [f"is longer than {brand.max_message_length} characters"]})
@@ -406,3 +410,31 @@ urlpatterns: list[Any] = [
     path("sessions/<str:session_id>/stream", session_stream, name="sessions-stream"),
     path("sessions/<str:session_id>", SessionDetail.as_view(), name="sessions-detail"),
 ]
+
+
+def add_stream_to_schema(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular hook: the SSE stream is a plain async view, so describe it here."""
+    result.setdefault("paths", {})["/sessions/{session_id}/stream"] = {
+        "get": {
+            "operationId": "sessions_stream",
+            "summary": "Stream the answer (Server-Sent Events)",
+            "description": "`text/event-stream; charset=utf-8`. Events: `token` (one `data:` line per line of "
+            "the token), `message_end`, `commit_done` (data: the session id), or `error` (data: a message). "
+            "Stays open until `commit_done` or `error`. Opened late, it still delivers the whole answer.",
+            "tags": ["sessions"],
+            "parameters": [
+                {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "The event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "404": {
+                    "description": "Unknown session",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+            },
+        }
+    }
+    return result

@@ -197,6 +197,8 @@ def test_the_api_is_described_in_openapi(techpro, daphne):
     schema = httpx.get(f"{daphne.url}/openapi.json").json()
     assert "/sessions/{user_id}/messages" in schema["paths"]
     assert "/sessions/{session_id}" in schema["paths"]
+    stream = schema["paths"]["/sessions/{session_id}/stream"]["get"]
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
     assert httpx.get(f"{daphne.url}/docs").status_code == 200
     assert httpx.get(f"{daphne.url}/redoc").status_code == 200
 
@@ -221,3 +223,15 @@ def test_a_failing_model_with_fallback_still_answers_over_sse(model_brand, llm_s
     assert events[-1].event == "commit_done"
     stored = Message.objects.get(conversation_id=session_id, direction="out")
     assert answer_text(events) == stored.payload["content"] and stored.payload["fallback"] is True
+
+
+def test_a_flood_from_one_user_is_429_json_and_starts_nothing(techpro, daphne):
+    techpro.rate_limit_per_minute = 3
+    techpro.save(update_fields=["rate_limit_per_minute"])
+    codes = [post(daphne, "mallory", {"user_id": "mallory", "message": f"hi {n}"}).status_code for n in range(3)]
+    assert codes == [200, 200, 200]
+    refused = post(daphne, "mallory", {"user_id": "mallory", "message": "one more"})
+    assert refused.status_code == 429 and "error" in refused.json()
+    assert Conversation.objects.filter(user_id="mallory").count() == 3
+    # Another user is not affected.
+    assert post(daphne, "alice", {"user_id": "alice", "message": "hello"}).status_code == 200
