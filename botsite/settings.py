@@ -138,7 +138,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 TURN_STUCK_SECONDS = env_int("TURN_STUCK_SECONDS", 120)
 # Idle conversations move to `timeout` after this long (0 turns it off).
 TURN_IDLE_TIMEOUT_SECONDS = env_int("TURN_IDLE_TIMEOUT_SECONDS", 0)
-SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 30)
+SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10)
 # Frames above this size are refused before parsing, on every protocol.
 MAX_FRAME_BYTES = env_int("MAX_FRAME_BYTES", 16 * 1024)
 # Inputs a visitor may have queued before the assistant answers `busy`.

@@ -96,7 +96,11 @@ class Message(models.Model):
                 name="message_client_id_unique",
             ),
         ]
-        indexes = [models.Index(fields=["created_at"], name="message_created_idx")]
+        indexes = [
+            models.Index(fields=["created_at"], name="message_created_idx"),
+            # The inbox: inputs waiting to be applied (the sweeper looks for old ones).
+            models.Index(fields=["created_at"], condition=Q(seq__isnull=True), name="message_inbox_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.kind}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from conversations.publish import publish_on_commit
 from flows.engine import Generate, Position, Rejection, SendRequest
 from flows.models import Brand
 from flows.selectors import active_flow_version_id, flow_for_version
+
+logger = logging.getLogger(__name__)
 
 
 def visitor_key_for(secret: str) -> str:
@@ -51,11 +54,19 @@ def append_messages(conversation: Conversation, entries: Iterable[tuple[str, str
     return created
 
 
-def _enqueue_on_commit(task_name: str, *args: Any) -> None:
+def enqueue(task_name: str, *args: Any) -> None:
+    """Send a task now. A broker that is down must not fail the caller: what was stored stays
+    stored, and the sweeper (`sweeper.requeue_stranded`) enqueues it again."""
     from conversations import tasks  # tasks import services
 
-    task = getattr(tasks, task_name)
-    transaction.on_commit(lambda: task.delay(*args))
+    try:
+        getattr(tasks, task_name).delay(*args)
+    except Exception:
+        logger.warning("could not enqueue %s%r; the sweeper will retry", task_name, args, exc_info=True)
+
+
+def _enqueue_on_commit(task_name: str, *args: Any) -> None:
+    transaction.on_commit(lambda: enqueue(task_name, *args))
 
 
 # --- Opening, ending -------------------------------------------------------------------------
@@ -129,8 +140,13 @@ def assistant_queue_input(
         with transaction.atomic():
             conversation = lock_conversation(conversation_id)
             waiting = Message.objects.filter(conversation=conversation, seq__isnull=True).count()
-            if client_id and Message.objects.filter(conversation=conversation, client_id=client_id).exists():
-                return InputResult.DUPLICATE
+            if client_id:
+                earlier = Message.objects.filter(conversation=conversation, client_id=client_id).first()
+                if earlier is not None:
+                    if earlier.seq is None:
+                        # A retry of an input still waiting: its first enqueue may have been lost.
+                        _enqueue_on_commit("advance_flow", str(conversation.pk))
+                    return InputResult.DUPLICATE
             if waiting >= settings.MAX_PENDING_INPUTS:
                 return InputResult.BUSY
             Message.objects.create(

@@ -7,13 +7,50 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import turns
+from conversations import services, turns
 from conversations.events import error_event, turn_event
-from conversations.models import Conversation, TurnState
+from conversations.models import Channel, Conversation, Message, TurnState
 from conversations.publish import publish_on_commit
 from conversations.services import lock_conversation
 
 STUCK_MESSAGE = "Sorry, something went wrong while answering. Please send your message again."
+# Work older than this that nobody picked up is assumed lost with its task (a broker outage
+# between commit and enqueue) and enqueued again; the tasks are safe to run twice.
+REQUEUE_AFTER_SECONDS = 5
+
+
+def requeue_stranded(older_than_seconds: int = REQUEUE_AFTER_SECONDS) -> int:
+    """Enqueue again the work whose task was lost: assistant inputs waiting in the inbox,
+    assistant conversations whose flow never started, committed messages never answered."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    waiting = set(
+        Message.objects.filter(
+            seq__isnull=True, created_at__lt=cutoff, conversation__ended_at__isnull=True
+        ).values_list("conversation_id", flat=True)[:500]
+    )
+    waiting |= set(
+        Conversation.objects.filter(
+            channel=Channel.ASSISTANT, flow_position__isnull=True, flow_version__isnull=False,
+            created_at__lt=cutoff, ended_at__isnull=True,
+        ).values_list("pk", flat=True)[:500]
+    )  # fmt: skip
+    for conversation_id in waiting:
+        services.enqueue("advance_flow", str(conversation_id))
+    unanswered = Conversation.objects.filter(
+        turn_state=TurnState.USER_COMMITTED, turn_changed_at__lt=cutoff, ended_at__isnull=True
+    ).values_list("pk", flat=True)[:500]
+    requeued = len(waiting)
+    for conversation_id in unanswered:
+        user_seq = (
+            Message.objects.filter(conversation_id=conversation_id, direction=Message.Direction.IN, seq__isnull=False)
+            .order_by("-seq")
+            .values_list("seq", flat=True)
+            .first()
+        )
+        if user_seq is not None:
+            services.enqueue("generate_answer", str(conversation_id), user_seq)
+            requeued += 1
+    return requeued
 
 
 def sweep(stuck_seconds: int, idle_timeout_seconds: int) -> int:

@@ -28,5 +28,6 @@ def generate_answer(conversation_id: str, user_seq: int) -> None:
 
 @shared_task(acks_late=True)
 def sweep_turns() -> int:
-    """Beat: end turns stuck in user_writing/ai_generating; time out idle conversations."""
-    return sweeper.sweep(settings.TURN_STUCK_SECONDS, settings.TURN_IDLE_TIMEOUT_SECONDS)
+    """Beat: enqueue again work whose task was lost; end turns stuck in user_writing/ai_generating;
+    time out idle conversations."""
+    return sweeper.requeue_stranded() + sweeper.sweep(settings.TURN_STUCK_SECONDS, settings.TURN_IDLE_TIMEOUT_SECONDS)

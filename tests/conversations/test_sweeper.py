@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from conversations import services, sweeper, tasks
-from conversations.models import Channel, Conversation, TurnState
+from conversations.models import Channel, Conversation, Message, TurnState
 from conversations.publish import group_name
 from tests.live_worker import task_routed_to_private_queue
 
@@ -82,3 +82,36 @@ def test_the_beat_task_runs_in_a_worker_with_the_configured_limit(techpro, setti
         assert time.monotonic() < deadline, "the sweep did not run"
         time.sleep(0.05)
     assert Conversation.objects.get(pk=fresh.pk).turn_state == TurnState.AI_GENERATING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_work_whose_task_was_lost_is_enqueued_again_and_done(techpro, worker):
+    """A broker outage between the commit and the enqueue strands work; the sweeper finds it."""
+    # Stored without a task, as when the broker refused the enqueue.
+    conversation = Conversation.objects.create(
+        brand=techpro, channel=Channel.ASSISTANT, visitor_key="lost",
+        flow_version_id=techpro.flows.get(is_active=True).published_version_id,
+    )  # fmt: skip
+    Message.objects.filter(conversation=conversation).delete()
+    Conversation.objects.filter(pk=conversation.pk).update(created_at=timezone.now() - timedelta(seconds=30))
+    assert sweeper.requeue_stranded() == 1
+    for _ in range(100):
+        if Message.objects.filter(conversation=conversation, seq__isnull=False).count() == 2:
+            break
+        time.sleep(0.05)
+    assert [m.kind for m in Message.objects.filter(conversation=conversation).order_by("seq")] == [
+        "BotText", "ChoiceRequest"]  # fmt: skip
+
+    # An answer left in the inbox, and its retry with the same clientId.
+    answer = {"kind": "ChoiceResponse", "groupId": "lang", "itemId": "go"}
+    Message.objects.create(conversation=conversation, direction="in", kind="ChoiceResponse", payload=answer,
+                           client_id="c-9")  # fmt: skip
+    assert services.assistant_queue_input(conversation.pk, dict(answer), client_id="c-9") is (
+        services.InputResult.DUPLICATE
+    )
+    for _ in range(100):
+        if not Message.objects.filter(conversation=conversation, seq__isnull=True).exists():
+            break
+        time.sleep(0.05)
+    assert [m.seq for m in Message.objects.filter(conversation=conversation).order_by("seq")] == [1, 2, 3, 4]
+    assert sweeper.requeue_stranded() == 0
