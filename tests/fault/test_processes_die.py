@@ -63,16 +63,6 @@ def test_daphne_killed_mid_flow_and_restarted_loses_and_doubles_nothing(techpro)
         assert all(v.connections > 1 for v in visitors), "daphne died without the visitors noticing"
 
 
-STRANDED_INPUT = (
-    "Known defect (2 runs in 3 here): after a Redis outage some visitors' first answer stays in the "
-    "inbox (seq IS NULL) and is never applied; the client's retry with the same clientId is a DUPLICATE, "
-    "which enqueues nothing, and no sweeper re-enqueues stranded inbox entries. Fix: on DUPLICATE of an "
-    "input still waiting, enqueue advance_flow again; sweep_turns re-enqueues inbox entries older than a "
-    "few seconds. Then remove this mark."
-)
-
-
-@pytest.mark.xfail(strict=False, reason=STRANDED_INPUT)
 def test_redis_killed_while_conversations_are_open_loses_and_doubles_nothing(techpro):
     with fault_stack() as stack:
         visitors = [Visitor(stack, f"r{i}", give_up=40) for i in range(6)]
