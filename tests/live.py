@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +42,8 @@ class Daphne:
         self.env = {**os.environ, **(extra_env or {})}
         self.env["DATABASE_URL"] = test_database_url()
         self.process: subprocess.Popen[bytes] | None = None
+        # A file, not a pipe: a pipe nobody reads fills up and blocks a chatty daphne.
+        self.log = tempfile.TemporaryFile()
 
     def start(self, timeout: float = 20.0) -> Daphne:
         self.process = subprocess.Popen(
@@ -53,7 +56,8 @@ class Daphne:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited: {self.process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                self.log.seek(0)
+                raise RuntimeError(f"daphne exited: {self.log.read().decode(errors='replace')[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
