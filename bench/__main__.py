@@ -56,6 +56,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--stream", default="10,100", help="concurrent streamed answers (default: %(default)s)")
     parser.add_argument("--stream-tokens", type=int, default=200, help="tokens per streamed answer")
     parser.add_argument("--stream-rate", type=float, default=50.0, help="tokens per second per stream")
+    parser.add_argument(
+        "--stream-pool",
+        choices=["threads", "prefork"],
+        default="threads",
+        help="Celery pool of the streaming stack: M threads (every answer at once) or the stack's prefork workers",
+    )
     parser.add_argument("--idle", default="1000,10000", help="idle sockets to hold (default: %(default)s)")
     parser.add_argument("--products", type=int, default=10_000, help="catalog size for retrieval")
     parser.add_argument(
@@ -97,20 +103,22 @@ class Stacks:
         self.args = args
         self.current: Stack | None = None
 
-    def fresh(self, extra_env: dict[str, str] | None = None) -> Stack:
+    def settings_module(self) -> str:
+        named = {"tuned": "bench.tuned_settings", "inline": "bench.inline_settings"}
+        return named.get(self.args.settings, self.args.settings)
+
+    def fresh(self, extra_env: dict[str, str] | None = None, concurrency: int | None = None) -> Stack:
         if self.args.url:
             if self.current is None:
                 self.current = attach_stack(self.args.url)
             return self.current
         self.close()
         env = dict(item.split("=", 1) for item in self.args.env)
-        named = {"tuned": "bench.tuned_settings", "inline": "bench.inline_settings"}
-        env["DJANGO_SETTINGS_MODULE"] = named.get(self.args.settings, self.args.settings)
+        env["DJANGO_SETTINGS_MODULE"] = self.settings_module()
         env.update(extra_env or {})
-        print(f"  starting a stack (runstack, {self.args.concurrency} workers) …", file=sys.stderr, flush=True)
-        self.current = start_stack(
-            concurrency=self.args.concurrency, extra_env=env, database_url=self.args.database_url
-        )
+        workers = concurrency or self.args.concurrency
+        print(f"  starting a stack (runstack, {workers} workers) …", file=sys.stderr, flush=True)
+        self.current = start_stack(concurrency=workers, extra_env=env, database_url=self.args.database_url)
         return self.current
 
     def close(self) -> None:

@@ -1,9 +1,312 @@
-"""Streamed answers under load (filled in once the generation pipeline has landed)."""
+"""Streamed answers under load: M brand-chat visitors ask at the same moment, a loopback model answers.
+
+    python -m bench --only stream --stream 10,100 --stream-tokens 200 --stream-rate 50
+
+The model is a loopback OpenAI-compatible server (tests/llm_server.py's LLMServer, in the
+benchmark's process) that streams `--stream-tokens` tokens per answer at `--stream-rate` tokens a
+second and writes down, with `time.time()`, when it received each request and when it handed each
+token to its socket. The bench stack's brand `techpro` is pointed at it (llm_provider openai, no
+rate limit, no fallback, no budget). The clients are a separate process (`python -m
+bench.streaming CONFIG`): M sockets on `/ws/chat/techpro`, each waits for `welcome`, then all send
+one `chat` at once and read `chunk`s until `complete`, stamping every frame with `time.time()` on
+receipt (same machine, same clock).
+
+Measured per answer, then over all answers:
+- TTFT overhead: (client's first chunk - client's send) - (model's first token - model's receipt
+  of the request): what the stack adds before the first token (storing the message, the Celery
+  hop, grounding, the model request) — queueing included;
+- chunk delivery latency, per token: the client's receipt of the chunk that carried it - the
+  model's send of that token. This is the worker's read of the token (httpx), its Redis append and
+  group publish, daphne's channel-layer receive and websocket write, and the client's read; the
+  pipeline has no emit timestamp of its own, so the model's send time is the reference;
+- exactness: the chunks joined equal the model's tokens joined, and equal the answer stored in the
+  stack's database (read through `manage.py shell` with the stack's environment).
+
+Every answer runs concurrently only if the stack has M workers: by default this part runs its
+stack with a Celery thread pool of M threads (bench/stream_settings.py); `--stream-pool prefork`
+keeps the stack's `--concurrency` prefork workers (then answers queue, and TTFT shows it).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.stack import Stack
+
+BRAND = "techpro"
+TAG = re.compile(r"bench-stream-(\d+)")
+QUESTION = "bench-stream-{index}: which laptop is good for business work?"
+
+
+def tokens_for(index: int, count: int) -> list[str]:
+    """The model's answer to stream `index`: distinct per stream, so crossed streams show."""
+    return [f"s{index}t{k} " for k in range(count)]
+
+
+# --- The model: LLMServer with send times ----------------------------------------------------
+
+
+@dataclass
+class StreamLog:
+    received: float
+    sent: list[float] = field(default_factory=list)
+
+
+def timed_llm_server(n_tokens: int, rate: float) -> Any:
+    """An LLMServer whose streamed answers are tokens_for(tag) at a fixed rate, logging times."""
+    from aiohttp import web
+
+    from tests.llm_server import LLMServer, Reply
+
+    class TimedLLMServer(LLMServer):
+        def __init__(self) -> None:
+            super().__init__(default=Reply(delay=1.0 / rate))
+            self.logs: dict[int, StreamLog] = {}
+
+        async def _stream(
+            self, request: web.Request, body: dict[str, Any], reply: Reply, completion_id: str
+        ) -> web.StreamResponse:
+            received = time.time()
+            found = TAG.search(str(body.get("messages", [])[-1:]))
+            index = int(found.group(1)) if found else -1
+            log = self.logs[index] = StreamLog(received)
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+            await response.prepare(request)
+            model = body.get("model") or self.model
+
+            def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+                data = {"id": completion_id, "object": "chat.completion.chunk", "created": int(received),
+                        "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+                return f"data: {json.dumps(data)}\n\n".encode()
+
+            await response.write(chunk({"role": "assistant"}))
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for k, token in enumerate(tokens_for(index, n_tokens)):
+                # A fixed schedule (not sleep-per-token) so the rate does not drift under load.
+                await asyncio.sleep(max(0.0, start + (k + 1) * reply.delay - loop.time()))
+                log.sent.append(time.time())
+                await response.write(chunk({"content": token}))
+            await response.write(chunk({}, "stop"))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
+
+    return TimedLLMServer()
+
+
+# --- The stack's brand -------------------------------------------------------------------------
+
+CONFIGURE = """
+from flows.models import Brand
+changed = Brand.objects.filter(slug={brand!r}).update(
+    llm_provider="openai", llm_base_url={url!r}, llm_model="bench-loopback", llm_api_key="",
+    rate_limit_per_minute=0, fallback_to_offline=False, daily_token_budget=0)
+print(changed)
+"""
+
+STORED = """
+import json, sys
+from conversations.models import Message
+ids = json.loads(sys.stdin.read())
+out = {}
+for cid, payload, cut_off in Message.objects.filter(
+        conversation_id__in=ids, direction="out", kind="answer").values_list("conversation_id", "payload", "cut_off"):
+    out.setdefault(str(cid), []).append({"content": (payload or {}).get("content"), "cut_off": cut_off})
+print(json.dumps(out))
+"""
+
+
+def configure_brand(stack: Stack, llm_url: str) -> None:
+    changed = stack.manage("shell", "-c", CONFIGURE.format(brand=BRAND, url=llm_url)).strip().splitlines()[-1]
+    if changed != "1":
+        raise RuntimeError(f"brand {BRAND!r} not found in the bench stack")
+
+
+def stored_answers(stack: Stack, conversation_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    out = stack.manage("shell", "-c", STORED, input_text=json.dumps(conversation_ids))
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+# --- The benchmark part (in the benchmark's process) --------------------------------------------
 
 
 def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
-    return [{"m": m, "available": False, "reason": "generation pipeline not there yet"} for m in args.stream.split(",")]
+    from bench.runner import run_client
+    from bench.stack import ServerWatch
+
+    results: list[dict[str, Any]] = []
+    for m in [int(x) for x in str(args.stream).split(",") if x]:
+        if args.url:
+            results.append({"m": m, "available": False, "reason": "needs a stack the benchmark starts (--url given)"})
+            continue
+        pool = getattr(args, "stream_pool", "threads")
+        if pool == "threads":
+            stack = stacks.fresh(
+                {"DJANGO_SETTINGS_MODULE": "bench.stream_settings", "BENCH_BASE_SETTINGS": stacks.settings_module()},
+                concurrency=m,
+            )
+            workers = f"{m} threads"
+        else:
+            stack = stacks.fresh()
+            workers = f"{args.concurrency} prefork"
+        print(f"  stream: {m} answers of {args.stream_tokens} tokens at {args.stream_rate}/s ({workers}) …",
+              file=sys.stderr, flush=True)  # fmt: skip
+        llm = timed_llm_server(args.stream_tokens, args.stream_rate).start()
+        try:
+            configure_brand(stack, llm.url)
+            watch = ServerWatch(stack.root_pids).start()
+            client = run_client(
+                {"url": stack.ws_url, "m": m, "timeout": args.timeout, "brand": BRAND}, module="bench.streaming"
+            )
+            server = watch.stop()
+        finally:
+            llm.stop()
+        ids = [s["conversation_id"] for s in client["streams"] if s["conversation_id"]]
+        stored = stored_answers(stack, ids)
+        result = analyse(m, args.stream_tokens, client, llm.logs, stored)
+        result.update(workers=workers, server=server, tokens=args.stream_tokens, rate=args.stream_rate)
+        results.append(result)
+    return results
+
+
+def analyse(
+    m: int, n_tokens: int, client: dict[str, Any], logs: dict[int, StreamLog], stored: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    from bench.client import percentiles
+
+    ttft_overhead: list[float] = []
+    model_ttft: list[float] = []
+    chunk_ms: list[float] = []
+    per_stream_p99: list[float] = []
+    problems: list[str] = []
+    completed = matches_model = matches_db = chunks = 0
+    for stream in client["streams"]:
+        index = stream["index"]
+        tokens = tokens_for(index, n_tokens)
+        expected = "".join(tokens)
+        received = "".join(text for _, text in stream["chunks"])
+        log = logs.get(index)
+        if stream["error"]:
+            problems.append(f"#{index}: {stream['error']}")
+            continue
+        completed += 1
+        chunks += len(stream["chunks"])
+        rows = stored.get(stream["conversation_id"] or "", [])
+        final = [row["content"] for row in rows if not row["cut_off"]]
+        if received == expected:
+            matches_model += 1
+        else:
+            sizes = f"{len(received)} vs {len(expected)} chars"
+            problems.append(f"#{index}: chunks differ from the model's tokens ({sizes})")
+        if final == [received]:
+            matches_db += 1
+        else:
+            problems.append(f"#{index}: chunks differ from the stored answer ({len(rows)} stored rows)")
+        if log is None or len(log.sent) != n_tokens or received != expected or not stream["chunks"]:
+            continue
+        model_ttft.append((log.sent[0] - log.received) * 1000)
+        ttft_overhead.append((stream["chunks"][0][0] - stream["sent_at"] - (log.sent[0] - log.received)) * 1000)
+        # Which chunk carried each token: the first whose cumulative text covers the token's end.
+        mine: list[float] = []
+        position, k, end = 0, 0, len(tokens[0])
+        for at, text in stream["chunks"]:
+            position += len(text)
+            while k < n_tokens and end <= position:
+                mine.append((at - log.sent[k]) * 1000)
+                k += 1
+                end += len(tokens[k]) if k < n_tokens else 0
+        chunk_ms.extend(mine)
+        per_stream_p99.append(percentiles(mine)["p99"] or 0.0)
+    return {
+        "m": m,
+        "available": True,
+        "completed": completed,
+        "errors": m - completed,
+        "all_match_model": matches_model == m,
+        "all_match_db": matches_db == m,
+        "problems": problems[:20],
+        "chunks": chunks,
+        "wall_s": client["wall_s"],
+        "client_cpu_s": client["client_cpu_s"],
+        "model_ttft_ms": percentiles(model_ttft),
+        "ttft_overhead_ms": percentiles(ttft_overhead),
+        "chunk_ms": percentiles(chunk_ms),
+        "worst_stream_chunk_p99_ms": max(per_stream_p99, default=None),
+    }
+
+
+# --- The clients (a separate process) ------------------------------------------------------------
+
+
+async def one_visitor(url: str, index: int, go: asyncio.Event, ready: list[int], timeout: float) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    out: dict[str, Any] = {"index": index, "conversation_id": None, "sent_at": None, "chunks": [], "error": None}
+    try:
+        async with connect(url, open_timeout=timeout, close_timeout=2, max_queue=None, compression=None) as ws:
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+            if welcome.get("type") != "welcome":
+                raise RuntimeError(f"first frame {welcome!r}")
+            ready.append(index)
+            await go.wait()
+            chat = {"type": "chat", "data": {"message": QUESTION.format(index=index), "conversation_id": None}}
+            out["sent_at"] = time.time()
+            await ws.send(json.dumps(chat))
+            deadline = time.monotonic() + timeout
+            while True:
+                raw = await asyncio.wait_for(ws.recv(), max(0.001, deadline - time.monotonic()))
+                at = time.time()
+                frame = json.loads(raw)
+                data = frame.get("data") or {}
+                if frame.get("type") == "chunk":
+                    out["chunks"].append((at, data.get("content", "")))
+                    out["conversation_id"] = data.get("conversation_id")
+                elif frame.get("type") == "complete":
+                    out["conversation_id"] = data.get("conversation_id")
+                    out["complete_at"] = at
+                    return out
+                elif frame.get("type") == "error":
+                    raise RuntimeError(f"error frame: {data.get('message')}")
+    except Exception as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return out
+
+
+async def run_visitors(cfg: dict[str, Any]) -> dict[str, Any]:
+    m, timeout = int(cfg["m"]), float(cfg.get("timeout", 120))
+    url = cfg["url"].rstrip("/") + f"/ws/chat/{cfg.get('brand', BRAND)}"
+    go = asyncio.Event()
+    ready: list[int] = []
+    tasks = [asyncio.create_task(one_visitor(url, i, go, ready, timeout)) for i in range(m)]
+    deadline = time.monotonic() + timeout
+    while len(ready) < m and time.monotonic() < deadline and not all(t.done() for t in tasks):
+        await asyncio.sleep(0.01)
+    began, cpu0 = time.perf_counter(), time.process_time()
+    go.set()  # everyone asks at the same moment
+    streams = await asyncio.gather(*tasks)
+    return {
+        "m": m,
+        "wall_s": round(time.perf_counter() - began, 2),
+        "client_cpu_s": round(time.process_time() - cpu0, 2),
+        "streams": streams,
+    }
+
+
+def main() -> None:
+    from bench.client import raise_fd_limit
+
+    cfg = json.loads(sys.argv[1])
+    raise_fd_limit(int(cfg["m"]) + 100)
+    print(json.dumps(asyncio.run(run_visitors(cfg))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Settings of the streaming part's stack: the chosen settings plus a Celery thread pool.
+
+With `runstack --concurrency M` the worker then runs M answers at once in one process, so M
+streams really are concurrent (M prefork children would cost ~100 MiB each). Only the benchmark
+uses this.
+"""
+
+import importlib
+import os
+
+_base = importlib.import_module(os.environ.get("BENCH_BASE_SETTINGS", "botsite.settings"))
+globals().update({name: value for name, value in vars(_base).items() if name.isupper()})
+
+CELERY_WORKER_POOL = "threads"
