@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -260,6 +261,8 @@ def start_stack(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "CELERY_BROKER_URL"}}
     env.update(BOTSITE_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="botsite.settings", PYTHONUNBUFFERED="1")
+    # Measure what production runs: no DEBUG (it keeps every SQL statement), warnings-only logs.
+    env.update(DEBUG="0", SECRET_KEY=secrets.token_urlsafe(32), LOG_LEVEL="WARNING")
     if database_url:
         env["DATABASE_URL"] = database_url
     env.update(extra_env or {})

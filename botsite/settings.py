@@ -77,7 +77,6 @@ TEMPLATES = [
 _database_url = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE: a writer takes the lock at BEGIN, so two writers queue instead of failing
         # with "database is locked" when one upgrades a read lock. WAL lets readers run beside.
@@ -99,7 +98,15 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
             # redis-py 8 defaults to a 5 s socket timeout, which kills idle blocking reads.
-            "hosts": [{"address": redis_url_for_db(REDIS_URL, 0), "socket_timeout": None}],
+            # redis-py's async pool refuses (rather than waits) past max_connections, which a
+            # burst of handshakes reached at its default of 100.
+            "hosts": [
+                {
+                    "address": redis_url_for_db(REDIS_URL, 0),
+                    "socket_timeout": None,
+                    "max_connections": env_int("CHANNEL_REDIS_MAX_CONNECTIONS", 2000),
+                }
+            ],
             # The default capacity (100) silently drops bursts of streamed chunks.
             "capacity": env_int("CHANNEL_CAPACITY", 5000),
             "expiry": 60,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -80,11 +80,13 @@ def conversation_open(
     user_id: str = "",
     external_id: str = "",
     meta: dict[str, Any] | None = None,
+    conversation_id: uuid.UUID | None = None,
 ) -> Conversation:
     """Start a conversation. An assistant conversation runs its brand's published flow from the
     first state, in a worker."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
+            id=conversation_id or uuid.uuid4(),
             brand=brand,
             channel=channel,
             visitor_key=visitor_key,
@@ -134,23 +136,27 @@ def assistant_queue_input(
     """Store a visitor's response in the inbox and have a worker apply it.
 
     Inputs are applied in arrival order, each once: a retry with the same `client_id` is a
-    duplicate; more than MAX_PENDING_INPUTS waiting is `busy`.
+    duplicate (the unique constraint decides races); more than MAX_PENDING_INPUTS waiting is
+    `busy`. No row lock: the inbox is append-only and the worker orders it by id.
     """
     try:
         with transaction.atomic():
-            conversation = lock_conversation(conversation_id)
-            waiting = Message.objects.filter(conversation=conversation, seq__isnull=True).count()
             if client_id:
-                earlier = Message.objects.filter(conversation=conversation, client_id=client_id).first()
-                if earlier is not None:
-                    if earlier.seq is None:
+                earlier = list(
+                    Message.objects.filter(conversation_id=conversation_id, client_id=client_id).values_list(
+                        "seq", flat=True
+                    )[:1]
+                )
+                if earlier:
+                    if earlier[0] is None:
                         # A retry of an input still waiting: its first enqueue may have been lost.
-                        _enqueue_on_commit("advance_flow", str(conversation.pk))
+                        _enqueue_on_commit("advance_flow", str(conversation_id))
                     return InputResult.DUPLICATE
+            waiting = Message.objects.filter(conversation_id=conversation_id, seq__isnull=True).count()
             if waiting >= settings.MAX_PENDING_INPUTS:
                 return InputResult.BUSY
             Message.objects.create(
-                conversation=conversation,
+                conversation_id=conversation_id,
                 seq=None,
                 direction=Message.Direction.IN,
                 kind=str(payload["kind"]),
@@ -158,23 +164,35 @@ def assistant_queue_input(
                 client_id=client_id,
                 reply_channel=reply_channel[:200],
             )
-            _enqueue_on_commit("advance_flow", str(conversation.pk))
+            _enqueue_on_commit("advance_flow", str(conversation_id))
     except IntegrityError:
         return InputResult.DUPLICATE
     return InputResult.QUEUED
 
 
-@dataclass
-class _Outcome:
-    events: list[Event]
-    generate: Generate | None = None
+class _Log:
+    """The messages one run appends, numbered as they come and stored in one INSERT."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+        self.new: list[Message] = []
+
+    def add(self, direction: str, kind: str, payload: dict[str, Any], client_id: str | None = None) -> Message:
+        self.conversation.last_seq += 1
+        message = Message(
+            conversation=self.conversation, seq=self.conversation.last_seq, direction=direction, kind=kind,
+            payload=payload, client_id=client_id,
+        )  # fmt: skip
+        self.new.append(message)
+        return message
 
 
 def assistant_advance(conversation_id: Any) -> None:
     """Start the flow if it has not started, then apply every waiting input in order.
 
     Safe to run twice and from several workers at once: each run holds the conversation's row
-    and works only on what is still waiting, so a second run finds nothing to do.
+    and works only on what is still waiting, so a second run finds nothing to do. One step costs
+    a handful of statements: lock, read the inbox, delete it, one turn UPDATE, two INSERTs.
     """
     with transaction.atomic():
         conversation = lock_conversation(conversation_id)
@@ -185,61 +203,61 @@ def assistant_advance(conversation_id: Any) -> None:
             return
         flow = flow_for_version(conversation.flow_version_id)
         events: list[Event] = []
+        log = _Log(conversation)
         if conversation.flow_position is None:
             step = flow.start()
-            events += _apply_actions(conversation, step.actions)
+            events += _apply_actions(conversation, log, step.actions)
             conversation.flow_position = step.position.to_json()
         inbox = list(Message.objects.filter(conversation=conversation, seq__isnull=True).order_by("id"))
+        done: list[int] = []
         for pending in inbox:
+            done.append(pending.pk)
             position = Position.from_json(conversation.flow_position)
             result = flow.respond(position, pending.payload)
             if isinstance(result, Rejection):
                 events.append(error_event("unexpected_response", result.reason, pending.reply_channel or None))
-                pending.delete()
                 continue
             payload = dict(pending.payload)
             if payload.get("kind") == "ChoiceResponse" and not payload.get("content"):
                 # The seed client draws `message.content` on replay.
                 payload["content"] = flow.choice_content(str(payload["groupId"]), str(payload["itemId"])) or ""
-            turns.back_to_idle(conversation, "next visitor input")
-            turns.move_through(conversation, [TurnState.USER_WRITING, TurnState.USER_COMMITTED], "visitor input")
             # The accepted input is stored anew, so that ids follow the order of the log.
-            pending.delete()
-            (accepted,) = append_messages(conversation, [(Message.Direction.IN, pending.kind, payload)])
-            if pending.client_id:
-                accepted.client_id = pending.client_id
-                accepted.save(update_fields=["client_id"])
+            accepted = log.add(Message.Direction.IN, pending.kind, payload, pending.client_id)
             events.append(message_event(accepted))
-            turns.move(conversation, TurnState.AI_GENERATING, "flow step")
-            events += _apply_actions(conversation, result.actions)
+            events += _apply_actions(conversation, log, result.actions)
             conversation.flow_position = result.position.to_json()
-            generating = next((a for a in result.actions if isinstance(a, Generate)), None)
-            if generating is not None:
-                # The rest of the chain was stored with the step; generation answers now and the
-                # inbox waits until it has committed.
+            generating = any(isinstance(a, Generate) for a in result.actions)
+            path: list[str] = [] if conversation.turn_state == TurnState.IDLE else [TurnState.IDLE]
+            path += [TurnState.USER_WRITING, TurnState.USER_COMMITTED, TurnState.AI_GENERATING]
+            if not generating:
+                path += [TurnState.AI_COMMITTED, TurnState.IDLE]
+            turns.move_through(conversation, path, "flow step")
+            if generating:
+                # The rest of the chain waits in meta; generation answers now and the inbox
+                # waits until it has committed.
                 break
-            turns.move_through(conversation, [TurnState.AI_COMMITTED, TurnState.IDLE], "flow step done")
-        conversation.save(update_fields=["flow_position", "last_seq", "updated_at"])
+        if done:
+            Message.objects.filter(pk__in=done).delete()
+        Message.objects.bulk_create(log.new)
+        conversation.save(update_fields=["flow_position", "last_seq", "meta", "updated_at"])
         publish_on_commit(conversation.pk, events)
 
 
-def _apply_actions(conversation: Conversation, actions: Iterable[object]) -> list[Event]:
-    """Store the bot's requests of one step. Generation actions are handed to a worker; requests
-    that come after one wait in the position until the answer is stored."""
+def _apply_actions(conversation: Conversation, log: _Log, actions: Iterable[object]) -> list[Event]:
+    """Log the bot's requests of one step. A generation action goes to a worker; the requests
+    after it wait in `meta["after_generation"]` until the answer is stored."""
     events: list[Event] = []
-    outgoing: list[tuple[str, str, dict[str, Any]]] = []
     actions = list(actions)
     for index, action in enumerate(actions):
         if isinstance(action, SendRequest):
-            outgoing.append((Message.Direction.OUT, str(action.message["kind"]), action.message))
+            message = log.add(Message.Direction.OUT, str(action.message["kind"]), action.message)
+            events.append(message_event(message))
         elif isinstance(action, Generate):
             after = [a.message for a in actions[index + 1 :] if isinstance(a, SendRequest)]
             conversation.meta = {**conversation.meta, "after_generation": after}
-            conversation.save(update_fields=["meta"])
+            # The visitor's text that asked for it is the last message logged.
             _enqueue_on_commit("generate_answer", str(conversation.pk), conversation.last_seq)
             break
-    for message in append_messages(conversation, outgoing):
-        events.append(message_event(message))
     return events
 
 

@@ -67,7 +67,10 @@ def isolated_redis_state() -> Iterator[None]:
     from channels.layers import channel_layers
     from django.core.cache import cache
 
+    from conversations.protocols import assistant
+
     channel_layers.backends.clear()
     cache.clear()  # rate-limit counters must not leak from one test into the next
+    assistant._brands.clear()  # brands are cached per process for a few seconds
     yield
     channel_layers.backends.clear()

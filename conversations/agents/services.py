@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models import Q
 
@@ -20,6 +19,7 @@ from conversations import services
 from conversations.agents import kinds
 from conversations.agents.wire import Auth, Request
 from conversations.models import Channel, Conversation, Message
+from conversations.protocols.common import db_async
 from flows.models import Agent, Brand
 
 OUT, IN = Message.Direction.OUT, Message.Direction.IN
@@ -148,10 +148,10 @@ async def engagement_answer(engagement: Engagement, request: Request) -> dict[st
     """Evaluate a request with the agent and store both; None when the engagement has ended.
 
     Raises kinds.AgentFailed when the agent cannot decide (nothing is stored then)."""
-    if not await database_sync_to_async(engagement_is_open)(engagement.conversation_id):
+    if not await db_async(engagement_is_open)(engagement.conversation_id):
         return None
     result = await kinds.kind_for(engagement.kind).evaluate(engagement.config, request.value, engagement.brand)
-    return await database_sync_to_async(engagement_record)(engagement.conversation_id, request, bool(result))
+    return await db_async(engagement_record)(engagement.conversation_id, request, bool(result))
 
 
 def engagement_end(conversation_id: str) -> dict[str, Any] | None:

@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from conversations.agents import emit, services, wire
 from conversations.agents.kinds import AgentFailed
-from conversations.protocols.common import RateLimiter
+from conversations.protocols.common import RateLimiter, db_async
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
     if parsed is None:
         return True  # the seed: connections without auth.agent are ignored
     try:
-        connected = await database_sync_to_async(services.engagement_connect)(parsed)
+        connected = await db_async(services.engagement_connect)(parsed)
     except services.AgentUnavailable as exc:
         raise socketio.exceptions.ConnectionRefusedError(str(exc), {"code": "unknown_agent"}) from exc
     await sio.enter_room(sid, parsed.user_id)
@@ -135,7 +134,7 @@ async def end(sid: str, auth: Any = None) -> dict[str, Any]:
     if state is None:
         return {"status": "ignored"}
     async with state.lock:
-        goodbye = await database_sync_to_async(services.engagement_end)(state.engagement.conversation_id)
+        goodbye = await db_async(services.engagement_end)(state.engagement.conversation_id)
         if goodbye is not None:
             await sio.emit("interjection", goodbye, room=state.engagement.room)
     return {"status": "ok"}

@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from conversations import selectors, services
-from conversations.models import Channel, Conversation, Message
-from conversations.protocols.common import RateLimiter, cookie, header, is_secure, loads_json, query_param
+from conversations.models import Channel, Message
+from conversations.protocols.common import RateLimiter, cookie, db_async, header, is_secure, loads_json, query_param
 from conversations.publish import group_name
 from flows.models import Brand
 from flows.selectors import active_brand
@@ -122,24 +123,43 @@ def render_message(message: Message | dict[str, Any]) -> dict[str, Any]:
 # --- Database access for the consumer ---------------------------------------------------------
 
 
-@database_sync_to_async
-def _load_brand(slug: str) -> Brand | None:
+_brands: dict[str, tuple[float, Brand | None]] = {}
+BRAND_CACHE_SECONDS = 5.0
+
+
+@db_async
+def _fetch_brand(slug: str) -> Brand | None:
     return active_brand(slug)
 
 
-@database_sync_to_async
-def _session_conversation(brand: Brand, sid: str | None) -> tuple[Conversation, str]:
-    """The visitor's open conversation, or a new one (with a new sid if theirs was unknown)."""
-    if sid and SID_PATTERN.match(sid):
-        found = selectors.open_conversation_for_visitor(brand.pk, Channel.ASSISTANT, services.visitor_key_for(sid))
-        if found is not None:
-            return found, sid
-    sid = secrets.token_hex(20)
-    conversation = services.conversation_open(brand, Channel.ASSISTANT, visitor_key=services.visitor_key_for(sid))
-    return conversation, sid
+async def _load_brand(slug: str) -> Brand | None:
+    """The brand, cached for a few seconds per process: every handshake needs it, and a staff
+    change (deactivation, origins) may take that long to apply."""
+    now = time.monotonic()
+    cached = _brands.get(slug)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    brand = await _fetch_brand(slug)
+    if len(_brands) > 1000:
+        _brands.clear()
+    _brands[slug] = (now + BRAND_CACHE_SECONDS, brand)
+    return brand
 
 
-@database_sync_to_async
+@db_async
+def _find_conversation(brand: Brand, sid: str) -> Any:
+    found = selectors.open_conversation_for_visitor(brand.pk, Channel.ASSISTANT, services.visitor_key_for(sid))
+    return found.pk if found is not None else None
+
+
+@db_async
+def _open_conversation(brand: Brand, sid: str, conversation_id: uuid.UUID) -> None:
+    services.conversation_open(
+        brand, Channel.ASSISTANT, visitor_key=services.visitor_key_for(sid), conversation_id=conversation_id
+    )
+
+
+@db_async
 def _messages_after(conversation_id: Any, after: int) -> list[dict[str, Any]]:
     return [render_message(m) for m in selectors.messages_after(conversation_id, after)]
 
@@ -165,16 +185,24 @@ class AssistantConsumer(AsyncWebsocketConsumer):
         self.brand = brand
         self.limiter = RateLimiter(RATE_LIMIT, RATE_WINDOW)
         sid = query_param(self.scope, "sid") or cookie(self.scope, COOKIE_NAME)
-        conversation, sid = await _session_conversation(brand, sid)
+        conversation_id = await _find_conversation(brand, sid) if sid and SID_PATTERN.match(sid) else None
+        is_new = conversation_id is None
+        if is_new:
+            # An unknown or forged value starts a new conversation under a new sid. Join its group
+            # before it exists, so that nothing its first flow step publishes can be missed.
+            sid, conversation_id = secrets.token_hex(20), uuid.uuid4()
+        await self._join(conversation_id)
+        if is_new:
+            await _open_conversation(brand, sid, conversation_id)
         attributes = f"{COOKIE_NAME}={sid}; Path=/; Max-Age=31536000; SameSite=Lax"
         if is_secure(self.scope):
             attributes += "; Secure"
-        await self._join(conversation.pk)
         await self.accept(headers=[(b"set-cookie", attributes.encode("latin1"))])
         await self._send({"kind": "Session", "sid": sid})
         after = query_param(self.scope, "after")
         self.last_sent = int(after) if after and after.isdigit() else 0
-        await self._catch_up()
+        if not is_new:
+            await self._catch_up()
 
     async def disconnect(self, code: int) -> None:
         if self.conversation_id is not None:
@@ -191,13 +219,13 @@ class AssistantConsumer(AsyncWebsocketConsumer):
             await self._send(parsed.as_wire())
             return
         if parsed.kind == "ResetSession":
-            conversation = await database_sync_to_async(services.assistant_reset)(self.conversation_id)
+            conversation = await db_async(services.assistant_reset)(self.conversation_id)
             await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
             await self._join(conversation.pk)
             self.last_sent = 0
             await self._catch_up()
             return
-        result = await database_sync_to_async(services.assistant_queue_input)(
+        result = await db_async(services.assistant_queue_input)(
             self.conversation_id, parsed.payload, client_id=parsed.client_id, reply_channel=self.channel_name
         )
         if result is services.InputResult.BUSY:

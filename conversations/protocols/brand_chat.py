@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from conversations import selectors, services
 from conversations.generation import streams
 from conversations.models import Channel, Conversation, Message
-from conversations.protocols.common import RateLimiter, header, loads_json, visitor_rate_allows
+from conversations.protocols.common import RateLimiter, db_async, header, loads_json, visitor_rate_allows
 from conversations.publish import group_name
 from flows.models import Brand
 from flows.selectors import active_brand
@@ -163,7 +162,7 @@ def complete_message(payload: dict[str, Any], conversation_id: str) -> dict[str,
 # --- Database access for the consumer ---------------------------------------------------------
 
 
-@database_sync_to_async
+@db_async
 def _load_brand(slug: str) -> Brand | None:
     return active_brand(slug)
 
@@ -172,7 +171,7 @@ class UnknownConversation(Exception):
     pass
 
 
-@database_sync_to_async
+@db_async
 def _conversation_for(brand: Brand, request: ChatRequest) -> Conversation:
     """The conversation the message continues, or a new one when it names none."""
     if request.conversation_id is None:
@@ -187,7 +186,7 @@ def _conversation_for(brand: Brand, request: ChatRequest) -> Conversation:
     return conversation
 
 
-@database_sync_to_async
+@db_async
 def _accept(conversation_id: Any, request: ChatRequest) -> Message:
     extra: dict[str, Any] = {"voice": request.voice}
     if request.user_id:
@@ -276,7 +275,7 @@ class BrandChatConsumer(AsyncWebsocketConsumer):
             return False
         if request.user_id is None:
             return True
-        allowed = await database_sync_to_async(visitor_rate_allows)(
+        allowed = await db_async(visitor_rate_allows)(
             "brandchat", brand.pk, request.user_id, brand.rate_limit_per_minute
         )
         if not allowed:

@@ -6,12 +6,15 @@ import hashlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
+from channels.db import DatabaseSyncToAsync
 from django.core.cache import cache
+
+T = TypeVar("T")
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -117,3 +120,13 @@ def visitor_rate_allows(scope: str, brand_id: int, visitor: str, limit: int, win
         cache.decr(current_key)
         return False
     return True
+
+
+def db_async(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """Run a database function from async code on the thread pool.
+
+    Channels' `database_sync_to_async` is thread-sensitive: every call of every connection in a
+    daphne process queues for one thread, which caps a process at a few hundred database calls a
+    second. Our service functions hold no thread-bound state, so any pool thread will do.
+    """
+    return DatabaseSyncToAsync(func, thread_sensitive=False)  # type: ignore[return-value]

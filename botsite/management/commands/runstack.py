@@ -53,57 +53,21 @@ class Command(BaseCommand):
         if not options["no_demo"]:
             call_command("load_demo", stdout=self.stdout)
         python = sys.executable
+        log_level = os.environ.get("LOG_LEVEL", "INFO")
+        celery = [python, "-m", "celery", "-A", "botsite"]
         children = [
-            Child(
-                "daphne",
-                [
-                    python,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    options["host"],
-                    "-p",
-                    str(options["port"]),
-                    "--proxy-headers",
-                    "botsite.asgi:application",
-                ],
-            ),
-            Child(
-                "worker",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "botsite",
-                    "worker",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    str(options["concurrency"]),
-                    "-n",
-                    f"worker-{os.getpid()}@%h",
-                ],
-            ),
-        ]
+            Child("daphne", [python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
+                             "--proxy-headers", "botsite.asgi:application"]),
+            # Gossip, mingle and heartbeats serve monitoring tools; here they only cost CPU.
+            Child("worker", [*celery, "worker", "--loglevel", log_level, "--concurrency", str(options["concurrency"]),
+                             "-n", f"worker-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+                             "--without-heartbeat"]),
+        ]  # fmt: skip
         if not options["no_beat"]:
             children.append(
-                Child(
-                    "beat",
-                    [
-                        python,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "botsite",
-                        "beat",
-                        "--loglevel",
-                        "INFO",
-                        "--schedule",
-                        settings.CELERY_BEAT_SCHEDULE_FILENAME,
-                    ],
-                )
-            )
+                Child("beat", [*celery, "beat", "--loglevel", log_level, "--schedule",
+                               settings.CELERY_BEAT_SCHEDULE_FILENAME])
+            )  # fmt: skip
         stopping = False
 
         def request_stop(signum: int, frame: Any) -> None:
