@@ -82,7 +82,7 @@ def table(results: dict[str, Any]) -> str:
         rows = []
         for r in results["stream"]:
             if not r.get("available", True):
-                rows.append([r.get("m", "-"), r.get("reason", "not available"), "", "", "", "", "", ""])
+                rows.append([r.get("m", "-"), r.get("reason", "not available"), "", "", "", "", "", "", "", ""])
                 continue
             rows.append(
                 [
@@ -94,6 +94,8 @@ def table(results: dict[str, Any]) -> str:
                     r["chunk_ms"]["p50"],
                     r["chunk_ms"]["p99"],
                     "yes" if r["all_match_db"] else "NO",
+                    r.get("server_cpu_ms_per_token"),
+                    f"{r.get('rate', '-')}/s, {r.get('workers', '-')}",
                 ]
             )
         out.append(
@@ -107,6 +109,8 @@ def table(results: dict[str, Any]) -> str:
                     "chunk p50 ms",
                     "chunk p99 ms",
                     "all == stored",
+                    "CPU ms/token",
+                    "tokens/s per stream, workers",
                 ],
                 rows,
             )

@@ -12,3 +12,7 @@ _base = importlib.import_module(os.environ.get("BENCH_BASE_SETTINGS", "botsite.s
 globals().update({name: value for name, value in vars(_base).items() if name.isupper()})
 
 CELERY_WORKER_POOL = "threads"
+
+# `--env BENCH_STREAM_FAST=1`: measure the proposals of bench/experiments/streaming.py.
+if os.environ.get("BENCH_STREAM_FAST") == "1":
+    INSTALLED_APPS = [*INSTALLED_APPS, "bench.experiments.streaming.StreamFastPathConfig"]  # noqa: F821

@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 BRAND = "techpro"
 TAG = re.compile(r"bench-stream-(\d+)")
 QUESTION = "bench-stream-{index}: which laptop is good for business work?"
+WARMUP_TOKENS = 5
+# Chunk latency is also reported without each answer's first tokens: its start (claim, grounding,
+# opening the model connection) competes with the other streams' tokens for the worker's CPU.
+STEADY_AFTER = 25
 
 
 def tokens_for(index: int, count: int) -> list[str]:
@@ -68,6 +72,7 @@ def timed_llm_server(n_tokens: int, rate: float) -> Any:
     class TimedLLMServer(LLMServer):
         def __init__(self) -> None:
             super().__init__(default=Reply(delay=1.0 / rate))
+            self.n_tokens = n_tokens
             self.logs: dict[int, StreamLog] = {}
 
         async def _stream(
@@ -89,7 +94,7 @@ def timed_llm_server(n_tokens: int, rate: float) -> Any:
             await response.write(chunk({"role": "assistant"}))
             loop = asyncio.get_running_loop()
             start = loop.time()
-            for k, token in enumerate(tokens_for(index, n_tokens)):
+            for k, token in enumerate(tokens_for(index, self.n_tokens)):
                 # A fixed schedule (not sleep-per-token) so the rate does not drift under load.
                 await asyncio.sleep(max(0.0, start + (k + 1) * reply.delay - loop.time()))
                 log.sent.append(time.time())
@@ -162,10 +167,16 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
         llm = timed_llm_server(args.stream_tokens, args.stream_rate).start()
         try:
             configure_brand(stack, llm.url)
+            cfg = {"url": stack.ws_url, "m": m, "timeout": args.timeout, "brand": BRAND}
+            # Warm up: each worker thread's first answer opens its Redis, channel-layer and DB
+            # connections; that is a one-off cost, not the steady state measured here.
+            llm.n_tokens = WARMUP_TOKENS
+            run_client(cfg, module="bench.streaming")
+            time.sleep(1)
+            llm.n_tokens, llm.logs = args.stream_tokens, {}
             watch = ServerWatch(stack.root_pids).start()
-            client = run_client(
-                {"url": stack.ws_url, "m": m, "timeout": args.timeout, "brand": BRAND}, module="bench.streaming"
-            )
+            profiles = profile_server(watch, args.profile, f"stream-{m}") if args.profile else None
+            client = run_client(cfg, module="bench.streaming")
             server = watch.stop()
         finally:
             llm.stop()
@@ -173,8 +184,44 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
         stored = stored_answers(stack, ids)
         result = analyse(m, args.stream_tokens, client, llm.logs, stored)
         result.update(workers=workers, server=server, tokens=args.stream_tokens, rate=args.stream_rate)
+        if server["cpu_s"] and result["chunks"]:
+            result["server_cpu_ms_per_token"] = round(server["cpu_s"] * 1000 / (m * args.stream_tokens), 3)
+        if profiles is not None:
+            result["profiles"] = profiles()
         results.append(result)
     return results
+
+
+def profile_server(watch: Any, seconds: float, label: str) -> Any:
+    """py-spy record on daphne and the worker processes (the thread pool runs in the worker's
+    main process, which bench.profile does not record); returns a function that waits for it."""
+    import subprocess
+
+    from bench.profile import RESULTS, _py_spy, hot_path, top_functions
+
+    binary = _py_spy()
+    if binary is None:
+        return None
+    RESULTS.mkdir(exist_ok=True)
+    runs = []
+    for pid, stats in watch.stats.items():
+        if stats.role in {"daphne", "worker-main", "worker-child"}:
+            out = RESULTS / f"profile-{label}-{stats.role}-{pid}.txt"
+            command = [binary, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+                       "--format", "raw", "--output", str(out), "--nonblocking", "--gil"]  # fmt: skip
+            runs.append((stats.role, pid, out, subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                                                stderr=subprocess.DEVNULL)))  # fmt: skip
+
+    def wait() -> list[dict[str, Any]]:
+        done = []
+        for role, pid, out, process in runs:
+            process.wait()
+            if out.exists():
+                done.append({"role": role, "pid": pid, "file": out.name, "hot_path": hot_path(out),
+                             "top": top_functions(out, limit=30)})  # fmt: skip
+        return done
+
+    return wait
 
 
 def analyse(
@@ -185,6 +232,7 @@ def analyse(
     ttft_overhead: list[float] = []
     model_ttft: list[float] = []
     chunk_ms: list[float] = []
+    steady_ms: list[float] = []
     per_stream_p99: list[float] = []
     problems: list[str] = []
     completed = matches_model = matches_db = chunks = 0
@@ -224,6 +272,7 @@ def analyse(
                 k += 1
                 end += len(tokens[k]) if k < n_tokens else 0
         chunk_ms.extend(mine)
+        steady_ms.extend(mine[STEADY_AFTER:])
         per_stream_p99.append(percentiles(mine)["p99"] or 0.0)
     return {
         "m": m,
@@ -239,6 +288,7 @@ def analyse(
         "model_ttft_ms": percentiles(model_ttft),
         "ttft_overhead_ms": percentiles(ttft_overhead),
         "chunk_ms": percentiles(chunk_ms),
+        f"chunk_ms_after_token_{STEADY_AFTER}": percentiles(steady_ms),
         "worst_stream_chunk_p99_ms": max(per_stream_p99, default=None),
     }
 
