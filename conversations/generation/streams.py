@@ -8,6 +8,7 @@ run is still alive.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import redis
@@ -46,8 +47,15 @@ def heartbeat_seconds() -> int:
     return int(getattr(settings, "GENERATION_HEARTBEAT_SECONDS", 10))
 
 
+_pools: dict[int, redis.ConnectionPool] = {}
+
+
 def sync_client() -> redis.Redis:
-    return redis.Redis.from_url(_url(), decode_responses=True)
+    """A client on this process's shared pool (closing the client keeps the pool's connections)."""
+    pool = _pools.get(os.getpid())
+    if pool is None:
+        pool = _pools[os.getpid()] = redis.ConnectionPool.from_url(_url(), decode_responses=True)
+    return redis.Redis(connection_pool=pool)
 
 
 def async_client() -> aredis.Redis:
