@@ -139,32 +139,33 @@ def assistant_queue_input(
     duplicate (the unique constraint decides races); more than MAX_PENDING_INPUTS waiting is
     `busy`. No row lock: the inbox is append-only and the worker orders it by id.
     """
+    # No transaction: one read and one INSERT in autocommit hold SQLite's write lock for the
+    # INSERT alone, instead of queueing behind the worker for a whole BEGIN IMMEDIATE.
     try:
-        with transaction.atomic():
-            if client_id:
-                earlier = list(
-                    Message.objects.filter(conversation_id=conversation_id, client_id=client_id).values_list(
-                        "seq", flat=True
-                    )[:1]
-                )
-                if earlier:
-                    if earlier[0] is None:
-                        # A retry of an input still waiting: its first enqueue may have been lost.
-                        _enqueue_on_commit("advance_flow", str(conversation_id))
-                    return InputResult.DUPLICATE
-            waiting = Message.objects.filter(conversation_id=conversation_id, seq__isnull=True).count()
-            if waiting >= settings.MAX_PENDING_INPUTS:
-                return InputResult.BUSY
-            Message.objects.create(
-                conversation_id=conversation_id,
-                seq=None,
-                direction=Message.Direction.IN,
-                kind=str(payload["kind"]),
-                payload=payload,
-                client_id=client_id,
-                reply_channel=reply_channel[:200],
+        if client_id:
+            earlier = list(
+                Message.objects.filter(conversation_id=conversation_id, client_id=client_id).values_list(
+                    "seq", flat=True
+                )[:1]
             )
-            _enqueue_on_commit("advance_flow", str(conversation_id))
+            if earlier:
+                if earlier[0] is None:
+                    # A retry of an input still waiting: its first enqueue may have been lost.
+                    _enqueue_on_commit("advance_flow", str(conversation_id))
+                return InputResult.DUPLICATE
+        waiting = Message.objects.filter(conversation_id=conversation_id, seq__isnull=True).count()
+        if waiting >= settings.MAX_PENDING_INPUTS:
+            return InputResult.BUSY
+        Message.objects.create(
+            conversation_id=conversation_id,
+            seq=None,
+            direction=Message.Direction.IN,
+            kind=str(payload["kind"]),
+            payload=payload,
+            client_id=client_id,
+            reply_channel=reply_channel[:200],
+        )
+        _enqueue_on_commit("advance_flow", str(conversation_id))
     except IntegrityError:
         return InputResult.DUPLICATE
     return InputResult.QUEUED
