@@ -57,9 +57,11 @@ class Command(BaseCommand):
         python = sys.executable
         log_level = os.environ.get("LOG_LEVEL", "INFO")
         celery = [python, "-m", "celery", "-A", "botsite"]
+        # daphne's 5 s handshake timeout drops visitors during a burst of connections; they
+        # should wait a little instead.
         children = [
             Child("daphne", [python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
-                             "--proxy-headers", "botsite.asgi:application"]),
+                             "--proxy-headers", "--websocket_connect_timeout", "30", "botsite.asgi:application"]),
             # Gossip, mingle and heartbeats serve monitoring tools; here they only cost CPU.
             Child("worker", [*celery, "worker", "--loglevel", log_level, "--concurrency", str(options["concurrency"]),
                              "--pool", options["pool"], "-n", f"worker-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
