@@ -243,7 +243,8 @@ def analyse(
         received = "".join(text for _, text in stream["chunks"])
         log = logs.get(index)
         if stream["error"]:
-            problems.append(f"#{index}: {stream['error']}")
+            got = f"{len(stream['chunks'])} chunks, {len(received)} of {len(expected)} chars"
+            problems.append(f"#{index}: {stream['error']} after {got}")
             continue
         completed += 1
         chunks += len(stream["chunks"])
