@@ -43,3 +43,17 @@ class Provider(Protocol):
     def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         """Yield the answer's text in pieces as they are produced."""
         ...
+
+
+def split_words(text: str) -> list[str]:
+    """Word-sized pieces that join back to exactly `text` (spaces lead the next piece)."""
+    pieces: list[str] = []
+    current = ""
+    for char in text:
+        if char == " " and current.strip():
+            pieces.append(current)
+            current = ""
+        current += char
+    if current:
+        pieces.append(current)
+    return pieces

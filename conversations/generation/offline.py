@@ -14,7 +14,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from conversations.generation.base import GenerationRequest
+from conversations.generation.base import GenerationRequest, split_words
 from conversations.generation.language import wordset
 
 Product = dict[str, Any]
@@ -41,7 +41,7 @@ class OfflineProvider:
     name = "offline"
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
-        for piece in _words(compose_answer(request)):
+        for piece in split_words(compose_answer(request)):
             yield piece
             await asyncio.sleep(0)
 
@@ -284,16 +284,3 @@ def _indonesian(brand: str, intent: str, available: list[Product], unavailable: 
     if available:
         sentences.append("Mau saya bandingkan atau jelaskan lebih detail?")
     return " ".join(_sentence(sentence) for sentence in sentences)
-
-
-def _words(text: str) -> list[str]:
-    """Split into word-sized pieces that join back to exactly `text`."""
-    pieces, current = [], ""
-    for char in text:
-        if char == " " and current:
-            pieces.append(current)
-            current = ""
-        current += char
-    if current:
-        pieces.append(current)
-    return pieces

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from conversations.generation.base import GenerationRequest, Provider, ProviderError
+from conversations.generation.base import GenerationRequest, Provider, ProviderError, split_words
 from conversations.generation.offline import OfflineProvider
 from flows.models import Brand
 
@@ -142,20 +142,6 @@ class FixedTextProvider:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         for piece in split_words(self.text):
             yield piece
-
-
-def split_words(text: str) -> list[str]:
-    """Word-sized pieces that join back to exactly `text` (spaces lead the next piece)."""
-    pieces: list[str] = []
-    current = ""
-    for char in text:
-        if char == " " and current.strip():
-            pieces.append(current)
-            current = ""
-        current += char
-    if current:
-        pieces.append(current)
-    return pieces
 
 
 PROVIDERS: dict[str, Callable[[Brand], Provider]] = {
