@@ -12,6 +12,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -296,16 +297,24 @@ def conversation_accept_user_message(
     return message
 
 
-def conversation_fail(conversation_id: Any, reason: str, *, visitor_message: str) -> bool:
-    """Move a turn under way to `error`, telling connected clients. False if nothing was under way."""
+def conversation_fail(
+    conversation_id: Any,
+    reason: str,
+    *,
+    visitor_message: str,
+    code: str = "generation_failed",
+    stuck_before: datetime | None = None,
+) -> bool:
+    """Move a turn under way to `error`, telling connected clients. False if nothing was under
+    way (or, with `stuck_before`, if the turn moved since then)."""
     with transaction.atomic():
         conversation = lock_conversation(conversation_id)
         if conversation.turn_state not in turns.IN_FLIGHT:
             return False
+        if stuck_before is not None and conversation.turn_changed_at >= stuck_before:
+            return False
         turns.move(conversation, TurnState.ERROR, reason)
         conversation.last_error = visitor_message
         conversation.save(update_fields=["last_error", "updated_at"])
-        publish_on_commit(
-            conversation.pk, [error_event("generation_failed", visitor_message), turn_event(TurnState.ERROR, reason)]
-        )
+        publish_on_commit(conversation.pk, [error_event(code, visitor_message), turn_event(TurnState.ERROR, reason)])
     return True

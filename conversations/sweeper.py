@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations import services, turns
-from conversations.events import error_event, turn_event
+from conversations.events import turn_event
 from conversations.models import Channel, Conversation, Message, TurnState
 from conversations.publish import publish_on_commit
 from conversations.services import lock_conversation
@@ -64,17 +64,12 @@ def sweep(stuck_seconds: int, idle_timeout_seconds: int) -> int:
             ended_at__isnull=True,
         ).values_list("pk", flat=True)[:500]
     )
+    cutoff = now - timedelta(seconds=stuck_seconds)
     for conversation_id in stuck_ids:
-        with transaction.atomic():
-            conversation = lock_conversation(conversation_id)
-            if conversation.turn_state not in turns.IN_FLIGHT:
-                continue  # it finished while we looked
-            if conversation.turn_changed_at >= now - timedelta(seconds=stuck_seconds):
-                continue
-            turns.move(conversation, TurnState.ERROR, f"stuck in {conversation.turn_state}")
-            conversation.last_error = STUCK_MESSAGE
-            conversation.save(update_fields=["last_error", "updated_at"])
-            publish_on_commit(conversation.pk, [error_event("timeout", STUCK_MESSAGE), turn_event(TurnState.ERROR)])
+        state = Conversation.objects.filter(pk=conversation_id).values_list("turn_state", flat=True).first()
+        if services.conversation_fail(
+            conversation_id, f"stuck in {state}", visitor_message=STUCK_MESSAGE, code="timeout", stuck_before=cutoff
+        ):
             moved += 1
     if idle_timeout_seconds > 0:
         idle_ids = list(
