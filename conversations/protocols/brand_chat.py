@@ -11,6 +11,7 @@ one last chunk before `complete`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -22,6 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from conversations import selectors, services
+from conversations.events import message_event
 from conversations.generation import streams
 from conversations.models import Channel, Conversation, Message
 from conversations.protocols.common import RateLimiter, db_async, header, loads_json, visitor_rate_allows
@@ -33,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 ID_MAX = 200
 RATE_WINDOW = 60.0
+# How long to wait for live events before reading the answer from the log.
+WATCH_SECONDS = 5.0
 # Frames of any type (pings, bad input) a connection may send per window before it is told to
 # slow down: far beyond a person, far below a flood.
 FRAME_LIMIT = 120
@@ -187,6 +191,18 @@ def _conversation_for(brand: Brand, request: ChatRequest) -> Conversation:
 
 
 @db_async
+def _answer_after(conversation_id: Any, user_seq: int) -> tuple[Message | None, str, str]:
+    """The stored answer to message `user_seq`, if there is one, and the turn state."""
+    answer = (
+        Message.objects.filter(conversation_id=conversation_id, seq__gt=user_seq, direction=Message.Direction.OUT)
+        .order_by("seq")
+        .first()
+    )
+    state = Conversation.objects.filter(pk=conversation_id).values_list("turn_state", "last_error").first()
+    return answer, (state[0] if state else ""), (state[1] if state else "")
+
+
+@db_async
 def _accept(conversation_id: Any, request: ChatRequest) -> Message:
     extra: dict[str, Any] = {"voice": request.voice}
     if request.user_id:
@@ -217,6 +233,7 @@ class BrandChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.brand = None
         self.conversation_id = None
+        self.watchdog: asyncio.Task[None] | None = None
         self.sent, self.next_index, self.last_seq = {}, {}, 0
         slug = self.scope["url_route"]["kwargs"]["brand_id"]
         brand = await _load_brand(slug)
@@ -235,6 +252,8 @@ class BrandChatConsumer(AsyncWebsocketConsumer):
         await self._send(welcome_message(brand))
 
     async def disconnect(self, code: int) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         if self.conversation_id is not None:
             await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
 
@@ -266,9 +285,31 @@ class BrandChatConsumer(AsyncWebsocketConsumer):
         # Join before the message is stored: the worker's first delta must find us listening.
         await self._follow(conversation.pk)
         try:
-            await _accept(conversation.pk, request)
+            accepted = await _accept(conversation.pk, request)
         except services.Busy:
             await self._send(error_message("Still answering your previous message: wait for it to complete"))
+            return
+        self._watch(accepted.seq or 0)
+
+    def _watch(self, user_seq: int) -> None:
+        """Events can be lost (a Redis restart, a backlog past the channel layer's expiry); the
+        log cannot. If the answer has not arrived after a while, read it from the log."""
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.watchdog = asyncio.create_task(self._wait_for_answer(self.conversation_id, user_seq))
+
+    async def _wait_for_answer(self, conversation_id: Any, user_seq: int) -> None:
+        while self.conversation_id == conversation_id and self.last_seq <= user_seq:
+            await asyncio.sleep(WATCH_SECONDS)
+            if self.conversation_id != conversation_id or self.last_seq > user_seq:
+                return
+            answer, state, error = await _answer_after(conversation_id, user_seq)
+            if answer is not None:
+                await self._stored(dict(message_event(answer)))
+                return
+            if state == "error":
+                await self._send(error_message(error or "Sorry, the answer failed. Please try again."))
+                return
 
     async def _rate_allows(self, brand: Brand, request: ChatRequest) -> bool:
         if not self.message_limiter.allow():

@@ -385,3 +385,36 @@ async def test_a_spent_daily_budget_answers_with_a_clear_notice(shop, worker):
     assert client.current_message == BUDGET_SPENT_MESSAGE["en"]
     assert complete["data"]["suggested_products"] == [] and complete["data"]["confidence_score"] is None
     await client.close()
+
+
+async def _stop_live_events(conversation_id: str) -> None:
+    """Take every socket out of the conversation's group, as a lost channel-layer message would."""
+    from channels.layers import get_channel_layer
+
+    from conversations.publish import group_name
+
+    layer = get_channel_layer()
+    group = group_name(uuid.UUID(conversation_id))
+    connection = layer.connection(layer.consistent_hash(group))
+    members = await connection.zrange(layer._group_key(group), 0, -1)
+    assert members, "the consumer should be in its conversation's group"
+    for channel in members:
+        await layer.group_discard(group, channel.decode())
+
+
+async def test_an_answer_whose_live_events_were_lost_is_read_from_the_log(shop, worker, monkeypatch):
+    from conversations.protocols import brand_chat
+
+    monkeypatch.setattr(brand_chat, "WATCH_SECONDS", 0.3)
+    client = ChatbotWebSocket()
+    await client.connect()
+    await client.send_message("I need a laptop for business work")
+    _, first = await client.answer()
+    conversation_id = first["data"]["conversation_id"]
+    await _stop_live_events(conversation_id)
+    await client.send_message("What about a monitor?")
+    chunks, complete = await client.answer()
+    (_, stored) = await stored_answers(conversation_id)
+    assert "".join(c["data"]["content"] for c in chunks) == stored.payload["content"]
+    assert complete["data"]["suggested_products"] == stored.payload["products"]
+    await client.close()
