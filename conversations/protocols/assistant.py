@@ -6,6 +6,7 @@ bot's requests to the conversation's group, and `conversation_events` renders th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -29,6 +30,8 @@ SID_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 ID_MAX = 200
 # A person clicks and types; a flood is anything far beyond that.
 RATE_LIMIT, RATE_WINDOW = 20, 10.0
+# After an input, how long to wait for live events before reading the log, and how often.
+WATCH_SECONDS, WATCH_ROUNDS = 5.0, 12
 CLIENT_KINDS = frozenset({"ChoiceResponse", "UserText", "ResetSession"})
 
 
@@ -160,8 +163,11 @@ def _open_conversation(brand: Brand, sid: str, conversation_id: uuid.UUID) -> No
 
 
 @db_async
-def _messages_after(conversation_id: Any, after: int) -> list[dict[str, Any]]:
-    return [render_message(m) for m in selectors.messages_after(conversation_id, after)]
+def _messages_after(conversation_id: Any, after: int) -> list[tuple[dict[str, Any], bool]]:
+    return [
+        (render_message(m), m.direction == Message.Direction.IN)
+        for m in selectors.messages_after(conversation_id, after)
+    ]
 
 
 class AssistantConsumer(AsyncWebsocketConsumer):
@@ -171,6 +177,7 @@ class AssistantConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.conversation_id = None
+        self.watchdog: asyncio.Task[None] | None = None
         brand = await _load_brand(self.scope["url_route"]["kwargs"]["brand_id"])
         if brand is None:
             await self.accept()
@@ -202,9 +209,11 @@ class AssistantConsumer(AsyncWebsocketConsumer):
         after = query_param(self.scope, "after")
         self.last_sent = int(after) if after and after.isdigit() else 0
         if not is_new:
-            await self._catch_up()
+            await self._catch_up(replay=True)
 
     async def disconnect(self, code: int) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         if self.conversation_id is not None:
             await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
 
@@ -230,6 +239,8 @@ class AssistantConsumer(AsyncWebsocketConsumer):
         )
         if result is services.InputResult.BUSY:
             await self._send(ProtocolError("busy", "Still working on your previous answers").as_wire())
+        else:
+            self._watch()
 
     async def conversation_events(self, message: dict[str, Any]) -> None:
         """Events from the conversation's group, rendered as the seed's messages."""
@@ -253,10 +264,29 @@ class AssistantConsumer(AsyncWebsocketConsumer):
         self.conversation_id = conversation_id
         await self.channel_layer.group_add(group_name(conversation_id), self.channel_name)
 
-    async def _catch_up(self) -> None:
-        for rendered in await _messages_after(self.conversation_id, self.last_sent):
+    async def _catch_up(self, *, replay: bool = False) -> None:
+        """Send what the log has after `last_sent`. The visitor's own answers are part of a replay
+        on connect, but never echoed while the socket is live (the seed client drew them)."""
+        for rendered, inbound in await _messages_after(self.conversation_id, self.last_sent):
+            if rendered["seq"] <= self.last_sent:
+                continue  # a live event delivered it while we were reading
             self.last_sent = rendered["seq"]
-            await self._send(rendered)
+            if replay or not inbound:
+                await self._send(rendered)
+
+    def _watch(self) -> None:
+        """Live events can be lost (a Redis restart, a backlog past the channel layer's expiry);
+        the log cannot. If nothing new arrives for a while after an input, read the log."""
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        self.watchdog = asyncio.create_task(self._wait_for_reply(self.conversation_id, self.last_sent))
+
+    async def _wait_for_reply(self, conversation_id: Any, seen: int) -> None:
+        for _ in range(WATCH_ROUNDS):
+            await asyncio.sleep(WATCH_SECONDS)
+            if self.conversation_id != conversation_id or self.last_sent > seen:
+                return
+            await self._catch_up()
 
     async def _send(self, data: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(data, ensure_ascii=False))

@@ -273,3 +273,25 @@ async def test_staff_edits_reach_the_next_visitor_not_the_current_one(techpro, w
     assert (await nxt.receive())["content"] == "Thanks a lot!"
     await current.close()
     await nxt.close()
+
+
+async def test_a_step_whose_live_events_were_lost_is_read_from_the_log(techpro, worker, monkeypatch):
+    from channels.layers import get_channel_layer
+
+    from conversations.protocols import assistant
+    from conversations.publish import group_name
+
+    monkeypatch.setattr(assistant, "WATCH_SECONDS", 0.3)
+    client = await start()
+    conversation_id = await database_sync_to_async(lambda: Conversation.objects.get().pk)()
+    layer = get_channel_layer()
+    group = group_name(conversation_id)
+    members = await layer.connection(layer.consistent_hash(group)).zrange(layer._group_key(group), 0, -1)
+    for channel in members:  # as if every live event of the step were lost
+        await layer.group_discard(group, channel.decode())
+    await client.send({**LANG, "itemId": "go"})
+    nxt = await client.receive()
+    # The next request, from the log; the visitor's own answer is not echoed back.
+    assert nxt["seq"] == 4 and nxt["groupId"] == "others"
+    assert await client.nothing_more()
+    await client.close()
