@@ -7,11 +7,14 @@ URL, model and API key come from the brand (set in the admin) or else from the L
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import certifi
 import httpx
 from django.conf import settings
 
@@ -87,6 +90,12 @@ def parse_sse_line(line: str) -> str | None:
     return content if isinstance(content, str) else ""
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """httpx builds (and loads the CA bundle into) a new context per client otherwise: per answer."""
+    return ssl.create_default_context(cafile=certifi.where())  # the bundle httpx itself uses
+
+
 class OpenAICompatibleProvider:
     name = "openai"
 
@@ -111,7 +120,7 @@ class OpenAICompatibleProvider:
         url = f"{self.config.base_url}/chat/completions"
         try:
             async with (
-                httpx.AsyncClient(timeout=timeout, transport=self.transport) as client,
+                httpx.AsyncClient(timeout=timeout, transport=self.transport, verify=_ssl_context()) as client,
                 client.stream("POST", url, json=body, headers=headers) as response,
             ):
                 if response.status_code != 200:

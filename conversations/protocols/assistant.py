@@ -20,7 +20,16 @@ from django.conf import settings
 
 from conversations import selectors, services
 from conversations.models import Channel, Message
-from conversations.protocols.common import RateLimiter, cookie, db_async, header, is_secure, loads_json, query_param
+from conversations.protocols.common import (
+    DispatchWithoutDatabase,
+    RateLimiter,
+    cookie,
+    db_async,
+    header,
+    is_secure,
+    loads_json,
+    query_param,
+)
 from conversations.publish import group_name
 from flows.models import Brand
 from flows.selectors import active_brand
@@ -170,7 +179,7 @@ def _messages_after(conversation_id: Any, after: int) -> list[tuple[dict[str, An
     ]
 
 
-class AssistantConsumer(AsyncWebsocketConsumer):
+class AssistantConsumer(DispatchWithoutDatabase, AsyncWebsocketConsumer):
     brand: Brand
     conversation_id: Any
     last_sent: int

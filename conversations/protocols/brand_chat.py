@@ -26,7 +26,14 @@ from conversations import selectors, services
 from conversations.events import message_event
 from conversations.generation import streams
 from conversations.models import Channel, Conversation, Message
-from conversations.protocols.common import RateLimiter, db_async, header, loads_json, visitor_rate_allows
+from conversations.protocols.common import (
+    DispatchWithoutDatabase,
+    RateLimiter,
+    db_async,
+    header,
+    loads_json,
+    visitor_rate_allows,
+)
 from conversations.publish import group_name
 from flows.models import Brand
 from flows.selectors import active_brand
@@ -222,7 +229,7 @@ async def _stream_log(conversation_id: Any, stream_id: str) -> list[str]:
 # --- The consumer ------------------------------------------------------------------------------
 
 
-class BrandChatConsumer(AsyncWebsocketConsumer):
+class BrandChatConsumer(DispatchWithoutDatabase, AsyncWebsocketConsumer):
     brand: Brand | None
     conversation_id: Any
     # stream id → the text sent so far as chunks, and whether it is still in order

@@ -11,6 +11,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import DatabaseSyncToAsync
 from django.core.cache import cache
 
@@ -130,3 +131,19 @@ def db_async(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     second. Our service functions hold no thread-bound state, so any pool thread will do.
     """
     return DatabaseSyncToAsync(func, thread_sensitive=False)  # type: ignore[return-value]
+
+
+class DispatchWithoutDatabase:
+    """Consumer mixin: dispatch each message straight to its handler.
+
+    Channels runs `close_old_connections` on its one thread-sensitive database thread before
+    every message, including every streamed chunk, so all sockets of a process queue on that
+    thread. Our handlers reach the database only through `db_async`, which manages connections
+    on the pool thread it runs on.
+    """
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
