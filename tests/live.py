@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,10 +43,11 @@ class Daphne:
         self.env = {**os.environ, **(extra_env or {})}
         self.env["DATABASE_URL"] = test_database_url()
         self.process: subprocess.Popen[bytes] | None = None
-        # A file, not a pipe: a pipe nobody reads fills up and blocks a chatty daphne.
-        self.log = tempfile.TemporaryFile()
+        self.log: Any = None
 
     def start(self, timeout: float = 20.0) -> Daphne:
+        # A file, not a pipe: a pipe nobody reads fills up and blocks a chatty daphne.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "botsite.asgi:application"],
             cwd=ROOT,
@@ -72,6 +74,8 @@ class Daphne:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        if self.log is not None:
+            self.log.close()
 
     def __enter__(self) -> Daphne:
         return self.start()

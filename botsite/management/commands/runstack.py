@@ -39,8 +39,9 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--concurrency", type=int, default=int(os.environ.get("CELERY_CONCURRENCY", "2")))
-        parser.add_argument("--pool", default=os.environ.get("CELERY_POOL", "prefork"),
-                            help="Celery pool: prefork (default) or threads")
+        parser.add_argument(
+            "--pool", default=os.environ.get("CELERY_POOL", "prefork"), help="Celery pool: prefork (default) or threads"
+        )
         parser.add_argument("--no-demo", action="store_true", help="Do not load demo data.")
         parser.add_argument("--no-beat", action="store_true")
 
@@ -64,8 +65,8 @@ class Command(BaseCommand):
                              "--proxy-headers", "--websocket_connect_timeout", "30", "botsite.asgi:application"]),
             # Gossip, mingle and heartbeats serve monitoring tools; here they only cost CPU.
             Child("worker", [*celery, "worker", "--loglevel", log_level, "--concurrency", str(options["concurrency"]),
-                             "--pool", options["pool"], "-n", f"worker-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
-                             "--without-heartbeat"]),
+                             "--pool", options["pool"], "-n", f"worker-{os.getpid()}@%h",
+                             "--without-gossip", "--without-mingle", "--without-heartbeat"]),
         ]  # fmt: skip
         if not options["no_beat"]:
             children.append(
