@@ -54,6 +54,16 @@ def llm_server() -> Iterator[LLMServer]:
 
 
 @pytest.fixture
+def model_brand(techpro: Brand, llm_server: LLMServer) -> Brand:
+    """The demo brand answering through the loopback model server."""
+    techpro.llm_provider = "openai"
+    techpro.llm_base_url = llm_server.url
+    techpro.llm_model = "loopback-1"
+    techpro.save()
+    return techpro
+
+
+@pytest.fixture
 def daphne(worker: object) -> Iterator[Daphne]:
     """A real daphne serving botsite.asgi on a free loopback port (`.url`, `.ws_url`)."""
     with Daphne() as server:

@@ -15,13 +15,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from conversations import selectors, services
 from conversations.models import Channel, Message
 from conversations.protocols.common import (
-    DispatchWithoutDatabase,
+    ConversationConsumer,
     RateLimiter,
     cookie,
     db_async,
@@ -179,7 +178,7 @@ def _messages_after(conversation_id: Any, after: int) -> list[tuple[dict[str, An
     ]
 
 
-class AssistantConsumer(DispatchWithoutDatabase, AsyncWebsocketConsumer):
+class AssistantConsumer(ConversationConsumer):
     brand: Brand
     conversation_id: Any
     last_sent: int
@@ -219,12 +218,6 @@ class AssistantConsumer(DispatchWithoutDatabase, AsyncWebsocketConsumer):
         self.last_sent = int(after) if after and after.isdigit() else 0
         if not is_new:
             await self._catch_up(replay=True)
-
-    async def disconnect(self, code: int) -> None:
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-        if self.conversation_id is not None:
-            await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.conversation_id is None:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from conversations import selectors, services
@@ -27,7 +26,7 @@ from conversations.events import message_event
 from conversations.generation import streams
 from conversations.models import Channel, Conversation, Message
 from conversations.protocols.common import (
-    DispatchWithoutDatabase,
+    ConversationConsumer,
     RateLimiter,
     db_async,
     header,
@@ -229,7 +228,7 @@ async def _stream_log(conversation_id: Any, stream_id: str) -> list[str]:
 # --- The consumer ------------------------------------------------------------------------------
 
 
-class BrandChatConsumer(DispatchWithoutDatabase, AsyncWebsocketConsumer):
+class BrandChatConsumer(ConversationConsumer):
     brand: Brand | None
     conversation_id: Any
     # stream id → the text sent so far as chunks, and whether it is still in order
@@ -257,12 +256,6 @@ class BrandChatConsumer(DispatchWithoutDatabase, AsyncWebsocketConsumer):
         self.message_limiter = RateLimiter(brand.rate_limit_per_minute, RATE_WINDOW)
         self.frame_limiter = RateLimiter(FRAME_LIMIT, RATE_WINDOW)
         await self._send(welcome_message(brand))
-
-    async def disconnect(self, code: int) -> None:
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-        if self.conversation_id is not None:
-            await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         brand = self.brand

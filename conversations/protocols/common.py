@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -13,7 +14,10 @@ from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import DatabaseSyncToAsync
+from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.cache import cache
+
+from conversations.publish import group_name
 
 T = TypeVar("T")
 
@@ -133,17 +137,27 @@ def db_async(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     return DatabaseSyncToAsync(func, thread_sensitive=False)  # type: ignore[return-value]
 
 
-class DispatchWithoutDatabase:
-    """Consumer mixin: dispatch each message straight to its handler.
+class ConversationConsumer(AsyncWebsocketConsumer):
+    """Base of the WebSocket adapters: a socket that follows one conversation's group at a time.
 
-    Channels runs `close_old_connections` on its one thread-sensitive database thread before
-    every message, including every streamed chunk, so all sockets of a process queue on that
-    thread. Our handlers reach the database only through `db_async`, which manages connections
-    on the pool thread it runs on.
+    Messages are dispatched straight to their handler: Channels would run
+    `close_old_connections` on its one thread-sensitive database thread before every message,
+    including every streamed chunk, so all sockets of a process would queue on that thread. Our
+    handlers reach the database only through `db_async`, which manages connections on the pool
+    thread it runs on.
     """
+
+    conversation_id: Any = None
+    watchdog: asyncio.Task[None] | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def disconnect(self, code: int) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        if self.conversation_id is not None:
+            await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)

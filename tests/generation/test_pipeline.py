@@ -25,15 +25,6 @@ def nobody_else_generates():
         yield
 
 
-@pytest.fixture
-def model_brand(techpro, llm_server):
-    techpro.llm_provider = "openai"
-    techpro.llm_base_url = llm_server.url
-    techpro.llm_model = "loopback-1"
-    techpro.save()
-    return techpro
-
-
 def ask(brand, text: str = "I need a laptop") -> tuple[Conversation, int]:
     """A sessions conversation with one visitor message committed (no worker: we run the task)."""
     conversation = services.conversation_open(brand, Channel.SESSIONS, user_id="alice")

@@ -13,16 +13,6 @@ from tests.protocols.sse_client import SSEEvent, answer_text, parse, read_stream
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def model_brand(techpro, llm_server):
-    """The demo brand answering through the loopback model server."""
-    techpro.llm_provider = "openai"
-    techpro.llm_base_url = llm_server.url
-    techpro.llm_model = "loopback-1"
-    techpro.save()
-    return techpro
-
-
 def post(daphne, user_id: str, body: dict) -> httpx.Response:
     return httpx.post(f"{daphne.url}/sessions/{user_id}/messages", json=body, timeout=10)
 
