@@ -95,6 +95,7 @@ class StreamWriter:
         self.conversation_id = conversation_id
         self.client = async_client()
         self.alive = alive_key(conversation_id, user_seq)
+        self.expiring: set[str] = set()
 
     async def beat(self) -> None:
         await self.client.set(self.alive, "1", ex=heartbeat_seconds())
@@ -102,10 +103,13 @@ class StreamWriter:
     async def append(self, stream_id: str, piece: str) -> int:
         """Store one piece; returns its index in the stream."""
         key = tokens_key(self.conversation_id, stream_id)
+        if key in self.expiring:
+            return int(await self.client.rpush(key, piece)) - 1
         pipe = self.client.pipeline(transaction=False)
         pipe.rpush(key, piece)
-        pipe.expire(key, KEEP_SECONDS)
+        pipe.expire(key, KEEP_SECONDS)  # once per stream, not per piece
         length, _ = await pipe.execute()
+        self.expiring.add(key)
         return int(length) - 1
 
     async def close(self) -> None:
