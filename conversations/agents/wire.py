@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
+from conversations.protocols.common import contains_nul
+
 MAX_ID_CHARS = 200
 MAX_NAME_CHARS = 200
 MAX_KEY_CHARS = 200
@@ -78,6 +80,8 @@ def parse_auth(auth: Any) -> Auth | None:
     """None when there is no `auth.agent` (ignore the connection); WireError when it is unusable."""
     if not isinstance(auth, dict) or not auth.get("agent"):
         return None
+    if contains_nul(auth):
+        raise WireError("bad_request", "`auth` must not contain NUL characters")
     agent = auth["agent"]
     if not isinstance(agent, dict) or not isinstance(agent.get("name"), str) or not agent["name"].strip():
         raise WireError("bad_request", "`auth.agent.name` must be a non-empty string")
@@ -107,6 +111,8 @@ class Request:
 def parse_request(payload: Any, *, max_value_chars: int = MAX_VALUE_CHARS) -> Request:
     if not isinstance(payload, dict):
         raise WireError("bad_request", "a request is an object {key, value, annotations}")
+    if contains_nul(payload):
+        raise WireError("bad_request", "a request must not contain NUL characters")
     for name in ("key", "value"):
         if name not in payload:
             raise WireError("bad_request", f"`{name}` is required")

@@ -21,6 +21,7 @@ from conversations import selectors, services
 from conversations.models import Channel, Message
 from conversations.protocols.common import (
     ConversationConsumer,
+    NulCharacter,
     RateLimiter,
     cookie,
     db_async,
@@ -88,6 +89,8 @@ def parse_client_message(raw: str | bytes | None, max_text: int) -> ClientMessag
         return ProtocolError("too_long", f"frames are limited to {settings.MAX_FRAME_BYTES} bytes")
     try:
         data = loads_json(raw)
+    except NulCharacter:
+        return ProtocolError("invalid", "text must not contain NUL characters")
     except (ValueError, RecursionError):
         return ProtocolError("bad_json", "the frame is not valid JSON")
     if not isinstance(data, dict):

@@ -27,6 +27,7 @@ from conversations.generation import streams
 from conversations.models import Channel, Conversation, Message
 from conversations.protocols.common import (
     ConversationConsumer,
+    NulCharacter,
     RateLimiter,
     db_async,
     header,
@@ -82,6 +83,8 @@ def parse_frame(raw: str | bytes | None, max_length: int) -> ChatRequest | Ping 
         return BadInput(f"Message too long: frames are limited to {settings.MAX_FRAME_BYTES} bytes")
     try:
         frame = loads_json(raw)
+    except NulCharacter:
+        return BadInput("Text must not contain NUL characters")
     except (ValueError, RecursionError):
         return BadInput("Invalid JSON")
     if not isinstance(frame, dict):

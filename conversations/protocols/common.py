@@ -71,6 +71,28 @@ class RateLimiter:
 MAX_JSON_DEPTH = 32
 
 
+class NulCharacter(ValueError):
+    """A string in the message holds U+0000."""
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether any string in `value` (keys included) holds U+0000, which PostgreSQL cannot store
+    in text or jsonb: refused at the door on every protocol, so both databases behave alike.
+    Iterative, so deep nesting cannot exhaust the stack."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
+
+
 def loads_json(raw: str) -> Any:
     """json.loads, refusing nesting deeper than MAX_JSON_DEPTH with ValueError first.
 
@@ -79,7 +101,10 @@ def loads_json(raw: str) -> Any:
     """
     if raw.count("[") + raw.count("{") > MAX_JSON_DEPTH and _nesting_depth(raw) > MAX_JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    return json.loads(raw)
+    data = json.loads(raw)
+    if contains_nul(data):
+        raise NulCharacter("text must not contain NUL characters")
+    return data
 
 
 def _nesting_depth(raw: str) -> int:

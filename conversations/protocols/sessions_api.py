@@ -201,6 +201,8 @@ class SessionMessages(APIView):
         data = MessageIn(data=request.data)
         data.is_valid(raise_exception=True)
         body = data.validated_data
+        if "\x00" in user_id:
+            raise ValidationError({"user_id": ["must not contain NUL characters"]})
         if body.get("user_id") and body["user_id"] != user_id:
             raise ValidationError({"user_id": ["must match the user id in the path"]})
         session_id = body.get("session_id") or ""

@@ -295,3 +295,12 @@ async def test_a_step_whose_live_events_were_lost_is_read_from_the_log(techpro, 
     assert nxt["seq"] == 4 and nxt["groupId"] == "others"
     assert await client.nothing_more()
     await client.close()
+
+
+async def test_text_with_a_nul_character_is_refused_on_every_database(techpro, worker):
+    client = await start()
+    before = await counts()
+    await client.send({"kind": "ChoiceResponse", "groupId": "lang", "itemId": "go", "content": "G\u0000o"})
+    assert (await client.receive())["code"] == "invalid"
+    assert await counts() == before
+    await client.close()
