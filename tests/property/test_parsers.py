@@ -65,6 +65,8 @@ def test_the_assistant_parser_refuses_any_non_string_in_a_string_field(key: str,
         assert isinstance(parsed, ProtocolError) and parsed.code == "too_long"
     elif value is None and optional:
         assert isinstance(parsed, ClientMessage)
+    elif isinstance(value, str) and "\x00" in value:
+        assert isinstance(parsed, ProtocolError) and parsed.code == "invalid"  # PostgreSQL cannot store NUL
     elif not isinstance(value, str) or (not optional and not value.strip()):
         assert isinstance(parsed, ProtocolError) and parsed.code == "invalid"
     elif len(value) > {"content": MAX_TEXT, "clientId": 100}.get(key, ID_MAX):
