@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from hypothesis import settings as hypothesis_settings
 
 from botsite.celery import app as celery_app
 from flows.models import Brand
 from flows.services import flow_import, parse_flow_file
 from tests.live import Daphne
 from tests.llm_server import LLMServer
+
+# CI explores the same examples every run (HYPOTHESIS_PROFILE=ci): a red build must be
+# reproducible. Locally, Hypothesis keeps exploring new ones.
+hypothesis_settings.register_profile("ci", derandomize=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 LANGUAGE_FLOW = Path(__file__).resolve().parents[1] / "flows" / "demo" / "language-flow.json"
 
