@@ -7,6 +7,7 @@ and to notice gaps (then they re-read the log).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal, TypedDict
 
 
@@ -20,10 +21,16 @@ class MessageEvent(TypedDict):
 
 
 class StreamDeltaEvent(TypedDict):
+    """Pieces of streamed answers, of every stream that had some since the last such event.
+
+    One event (and one channel-layer message per web process, see
+    `publish.publish_stream_pieces_async`) carries many pieces of many conversations, so the cost
+    of a message is paid per delivery, not per token; each socket picks its own conversation's
+    entry and still writes one frame per piece."""
+
     type: Literal["stream.delta"]
-    stream_id: str
-    index: int
-    delta: str
+    # group name (publish.group_name) → [[stream id, index of the first piece, [piece, ...]], ...]
+    streams: dict[str, list[list[Any]]]
 
 
 class ErrorEvent(TypedDict):
@@ -66,5 +73,12 @@ def turn_event(state: str, reason: str = "") -> TurnEvent:
     return {"type": "turn", "state": state, "reason": reason}
 
 
-def delta_event(stream_id: str, index: int, delta: str) -> StreamDeltaEvent:
-    return {"type": "stream.delta", "stream_id": stream_id, "index": index, "delta": delta}
+def delta_event(streams: dict[str, list[list[Any]]]) -> StreamDeltaEvent:
+    return {"type": "stream.delta", "streams": streams}
+
+
+def stream_pieces(event: Any, group: str) -> Iterator[tuple[str, int, str]]:
+    """(stream id, index, piece) of every piece a `stream.delta` event carries for one group."""
+    for stream_id, first, pieces in event["streams"].get(group, ()):
+        for offset, piece in enumerate(pieces):
+            yield stream_id, first + offset, piece

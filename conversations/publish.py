@@ -10,6 +10,8 @@ import asyncio
 import logging
 import os
 import threading
+import time
+from collections import defaultdict
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -69,3 +71,92 @@ def publish_on_commit(conversation_id: Any, events: Sequence[Event]) -> None:
     """Send events once the surrounding transaction has committed (never before)."""
     events = list(events)
     transaction.on_commit(lambda: publish(conversation_id, events))
+
+
+# --- Streamed pieces: one channel-layer message per receiving process, not per token and socket ---
+
+# channels_redis's group_send script, with its separate expiry round trip folded in.
+_SEND_TO_CHANNEL_KEYS = """
+local over_capacity = 0
+local now = tonumber(ARGV[#ARGV - 1])
+local expiry = tonumber(ARGV[#ARGV])
+for i = 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, math.floor(now) - expiry)
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
+        redis.call('ZADD', KEYS[i], now, ARGV[i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+    else
+        over_capacity = over_capacity + 1
+    end
+end
+return over_capacity
+"""
+
+
+async def publish_stream_pieces_async(streams: dict[str, list[list[Any]]]) -> None:
+    """Send one `stream.delta` event (events.delta_event) holding the pieces of many conversations.
+
+    `group_send` per conversation and token costs three Redis round trips in the sender and, per
+    socket, a channel-layer receive (four round trips) in daphne. Here every group's members are
+    read in one pipeline and each receiving process gets ONE message, addressed to all its
+    channels at once (channels_redis delivers a message whose `__asgi_channel__` lists several
+    local channels to each of them); every socket takes its own group's entry. Capacity and
+    expiry behave as in `group_send`.
+    """
+    if not streams:
+        return
+    from channels_redis.core import RedisChannelLayer
+
+    from conversations.events import delta_event
+
+    layer = get_channel_layer()
+    assert layer is not None
+    if not isinstance(layer, RedisChannelLayer):  # e.g. the in-memory layer: the plain way
+        for group, entries in streams.items():
+            message = {"type": GROUP_MESSAGE_TYPE, "events": [delta_event({group: entries})]}
+            await layer.group_send(group, message)
+        return
+    now = time.time()
+    groups_by_host: dict[int, list[str]] = defaultdict(list)
+    for group in streams:
+        groups_by_host[layer.consistent_hash(group)].append(group)
+    # channel key → (its channels, the groups they follow); channel key → host
+    targets: dict[str, tuple[dict[str, None], dict[str, list[list[Any]]]]] = {}
+    target_host: dict[str, int] = {}
+    for host, groups in groups_by_host.items():
+        pipe = layer.connection(host).pipeline(transaction=False)
+        for group in groups:
+            key = layer._group_key(group)
+            pipe.zremrangebyscore(key, min=0, max=int(now) - layer.group_expiry)
+            pipe.zrange(key, 0, -1)
+        replies = await pipe.execute()
+        for group, names in zip(groups, replies[1::2], strict=True):
+            for raw in names:
+                channel = raw.decode("utf8")
+                channel_key = layer.prefix + layer.non_local_name(channel)
+                target = targets.get(channel_key)
+                if target is None:
+                    target = targets[channel_key] = ({}, {})
+                    target_host[channel_key] = layer.consistent_hash(layer.non_local_name(channel))
+                target[0][channel] = None
+                target[1][group] = streams[group]
+    keys_by_host: dict[int, list[str]] = defaultdict(list)
+    for channel_key, host in target_host.items():
+        keys_by_host[host].append(channel_key)
+    for host, channel_keys in keys_by_host.items():
+        messages = []
+        capacities = []
+        for channel_key in channel_keys:
+            channels, for_groups = targets[channel_key]
+            message = {
+                "type": GROUP_MESSAGE_TYPE,
+                "events": [delta_event(for_groups)],
+                "__asgi_channel__": list(channels),
+            }
+            messages.append(layer.serialize(message))
+            capacities.append(layer.get_capacity(next(iter(channels))))
+        over = await layer.connection(host).eval(
+            _SEND_TO_CHANNEL_KEYS, len(channel_keys), *channel_keys, *messages, *capacities, now, layer.expiry
+        )
+        if over:
+            logger.info("%s of %s processes' channels over capacity for streamed pieces", over, len(channel_keys))

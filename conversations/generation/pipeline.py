@@ -11,9 +11,9 @@ makes the broker deliver it again), so it is safe to run twice:
   message the visitor sees. If the first run is in fact still alive (its heartbeat is fresh), the
   redelivery leaves the turn to it.
 
-The whole stream runs in one event loop per task (`asyncio.run` once), publishing each piece as
-it comes; the answer is stored in one transaction holding the conversation's row and announced
-only after that commit.
+The stream runs on the worker process's streaming loop (`relay.run`), which stores and publishes
+the pieces of all the process's streams in batches; the answer is stored once its pieces are
+out, in one transaction holding the conversation's row, and announced only after that commit.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from django.conf import settings
 from django.db import transaction
 
 from conversations import services, turns
-from conversations.events import Event, delta_event, message_event, turn_event
+from conversations.events import Event, message_event, turn_event
+from conversations.generation import relay as stream_relay
 from conversations.generation import streams
 from conversations.generation.base import ChatTurn, GenerationRequest, Provider, ProviderError, ScoredProduct
 from conversations.generation.budget import BUDGET_SPENT_MESSAGE, budget_spent, record_usage
@@ -37,7 +38,7 @@ from conversations.generation.offline import OfflineProvider
 from conversations.generation.providers import FixedTextProvider, provider_for
 from conversations.generation.retrieval import retrieve
 from conversations.models import Channel, Conversation, Message, TurnState
-from conversations.publish import publish_async, publish_on_commit
+from conversations.publish import publish_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def run_generation(conversation_id: Any, user_seq: int) -> None:
         return
     try:
         plan = _plan(conversation_id, user_seq)
-        attempts = asyncio.run(_stream(plan))
+        with stream_relay.heartbeat(conversation_id, user_seq):
+            attempts = stream_relay.run(_stream(plan))
     except Exception:
         logger.exception("generation for %s #%s failed before it could store an answer", conversation_id, user_seq)
         services.conversation_fail(conversation_id, "generation crashed", visitor_message=FAILED_MESSAGE)
@@ -212,42 +214,33 @@ def _plan(conversation_id: Any, user_seq: int) -> Plan:
 
 
 async def _stream(plan: Plan) -> list[Attempt]:
-    writer = streams.StreamWriter(plan.conversation_id, plan.user_seq)
-    beating = asyncio.create_task(_keep_beating(writer))
+    """Stream on the process's streaming loop (relay.run); returns once every piece is stored in
+    the stream logs and published."""
+    relay = stream_relay.relay()
     attempts: list[Attempt] = []
+    providers: list[Provider] = [plan.provider]
+    if plan.fallback:
+        providers.append(OfflineProvider())
     try:
-        await writer.beat()
-        providers: list[Provider] = [plan.provider]
-        if plan.fallback:
-            providers.append(OfflineProvider())
         for number, provider in enumerate(providers, start=1):
             attempt = Attempt(streams.stream_id_for(plan.conversation_id, plan.user_seq, number), provider.name)
             attempts.append(attempt)
+            pieces = attempt.pieces
             try:
                 async with asyncio.timeout(_total_timeout()):
                     async for piece in provider.stream(plan.request):
-                        if not piece:
-                            continue
-                        index = await writer.append(attempt.stream_id, piece)
-                        attempt.pieces.append(piece)
-                        await publish_async(plan.conversation_id, [delta_event(attempt.stream_id, index, piece)])
+                        if piece:
+                            relay.put(plan.conversation_id, attempt.stream_id, len(pieces), piece)
+                            pieces.append(piece)
             except (ProviderError, TimeoutError) as exc:
                 attempt.error = str(exc) or type(exc).__name__
                 logger.warning("provider %s failed for %s: %s", provider.name, plan.conversation_id, attempt.error)
                 continue
             break
+        await relay.drain(plan.conversation_id, [attempt.stream_id for attempt in attempts])
     finally:
-        beating.cancel()
-        await writer.close()
+        relay.forget(plan.conversation_id, [attempt.stream_id for attempt in attempts])
     return attempts
-
-
-async def _keep_beating(writer: streams.StreamWriter) -> None:
-    """A slow model must not look like a dead worker to a redelivered task."""
-    interval = max(0.2, streams.heartbeat_seconds() / 3)
-    while True:
-        await asyncio.sleep(interval)
-        await writer.beat()
 
 
 def _total_timeout() -> float:

@@ -1,9 +1,9 @@
 """Where a streamed answer lives while it is being generated: a Redis list of its pieces.
 
-The worker appends every piece before publishing it, so a stream opened late (the SSE endpoint)
-can replay what was already sent, and a redelivered task can keep what a dead worker streamed.
-A heartbeat key, refreshed while the worker streams, tells a redelivered task whether the first
-run is still alive.
+The worker appends every piece before publishing it (`relay.Relay`), so a stream opened late (the
+SSE endpoint) can replay what was already sent, and a redelivered task can keep what a dead worker
+streamed. A heartbeat key, refreshed while the worker streams (`relay.heartbeat`), tells a
+redelivered task whether the first run is still alive.
 """
 
 from __future__ import annotations
@@ -86,31 +86,3 @@ def forget(conversation_id: Any, user_seq: int, stream_ids: list[str]) -> None:
         client.delete(alive_key(conversation_id, user_seq))
         for stream_id in stream_ids:
             client.expire(tokens_key(conversation_id, stream_id), 120)
-
-
-class StreamWriter:
-    """Appends the pieces of a turn's streams and keeps its heartbeat fresh (in the worker's loop)."""
-
-    def __init__(self, conversation_id: Any, user_seq: int) -> None:
-        self.conversation_id = conversation_id
-        self.client = async_client()
-        self.alive = alive_key(conversation_id, user_seq)
-        self.expiring: set[str] = set()
-
-    async def beat(self) -> None:
-        await self.client.set(self.alive, "1", ex=heartbeat_seconds())
-
-    async def append(self, stream_id: str, piece: str) -> int:
-        """Store one piece; returns its index in the stream."""
-        key = tokens_key(self.conversation_id, stream_id)
-        if key in self.expiring:
-            return int(await self.client.rpush(key, piece)) - 1
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(key, piece)
-        pipe.expire(key, KEEP_SECONDS)  # once per stream, not per piece
-        length, _ = await pipe.execute()
-        self.expiring.add(key)
-        return int(length) - 1
-
-    async def close(self) -> None:
-        await self.client.aclose()

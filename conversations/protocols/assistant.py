@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from conversations import selectors, services
+from conversations.events import stream_pieces
 from conversations.models import Channel, Message
 from conversations.protocols.common import (
     ConversationConsumer,
@@ -261,7 +262,9 @@ class AssistantConsumer(ConversationConsumer):
                 if event["direction"] == Message.Direction.OUT:
                     await self._send(render_message(event))
             elif kind == "stream.delta":
-                await self._send({"kind": "BotStream", "streamId": event["stream_id"], "delta": event["delta"]})
+                # One event carries pieces of many conversations; one BotStream per piece of ours.
+                for stream_id, _, piece in stream_pieces(event, group_name(self.conversation_id)):
+                    await self._send({"kind": "BotStream", "streamId": stream_id, "delta": piece})
             elif kind == "error" and event.get("reply_to") in (None, self.channel_name):
                 await self._send(ProtocolError(event["code"], event["message"]).as_wire())
 

@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 
 from conversations import selectors, services
-from conversations.events import message_event
+from conversations.events import message_event, stream_pieces
 from conversations.generation import streams
 from conversations.models import Channel, Conversation, Message
 from conversations.protocols.common import (
@@ -237,13 +237,16 @@ class BrandChatConsumer(ConversationConsumer):
     # stream id → the text sent so far as chunks, and whether it is still in order
     sent: dict[str, str]
     next_index: dict[str, int]
+    finished: set[str]  # streams whose stored answer was sent: later deltas are stale
     last_seq: int
+    group: str
 
     async def connect(self) -> None:
         self.brand = None
         self.conversation_id = None
         self.watchdog: asyncio.Task[None] | None = None
-        self.sent, self.next_index, self.last_seq = {}, {}, 0
+        self.group = ""
+        self.sent, self.next_index, self.last_seq, self.finished = {}, {}, 0, set()
         slug = self.scope["url_route"]["kwargs"]["brand_id"]
         brand = await _load_brand(slug)
         await self.accept()
@@ -332,7 +335,8 @@ class BrandChatConsumer(ConversationConsumer):
         if self.conversation_id is not None:
             await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
         self.conversation_id = conversation_id
-        self.sent, self.next_index, self.last_seq = {}, {}, 0
+        self.group = group_name(conversation_id)
+        self.sent, self.next_index, self.last_seq, self.finished = {}, {}, 0, set()
         await self.channel_layer.group_add(group_name(conversation_id), self.channel_name)
 
     # --- Events from the worker --------------------------------------------------------------
@@ -341,13 +345,17 @@ class BrandChatConsumer(ConversationConsumer):
         for event in message["events"]:
             kind = event["type"]
             if kind == "stream.delta":
-                await self._delta(event["stream_id"], int(event["index"]), event["delta"])
+                # One event carries pieces of many conversations; one chunk per piece of ours.
+                for stream_id, index, piece in stream_pieces(event, self.group):
+                    await self._delta(stream_id, index, piece)
             elif kind == "message":
                 await self._stored(event)
             elif kind == "error" and event.get("reply_to") in (None, self.channel_name):
                 await self._send(error_message(event["message"]))
 
     async def _delta(self, stream_id: str, index: int, delta: str) -> None:
+        if stream_id in self.finished:
+            return  # the stored answer was sent already (the watchdog read it while these queued)
         expected = self.next_index.get(stream_id, 0)
         if index < expected:
             return  # already sent (a re-read after a gap covered it)
@@ -372,6 +380,7 @@ class BrandChatConsumer(ConversationConsumer):
         stream_id = str(payload.get("streamId") or "")
         sent = self.sent.pop(stream_id, "")
         self.next_index.pop(stream_id, None)
+        self.finished.add(stream_id)
         if content.startswith(sent) and len(content) > len(sent):
             await self._send(chunk_message(content[len(sent) :], str(self.conversation_id)))
         elif not content.startswith(sent):

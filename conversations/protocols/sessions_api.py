@@ -34,6 +34,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from conversations import services, turns
+from conversations.events import stream_pieces
 from conversations.generation import streams
 from conversations.generation.providers import split_words
 from conversations.models import Channel, Conversation, Message, TurnState
@@ -296,6 +297,10 @@ class SessionStream:
     last_seq: int = 0
     turn_seq: int = 0
     finished: bool = False
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        self.group = group_name(self.session_id)
 
     def token(self, stream_id: str, index: int, piece: str, buffered: list[str] | None = None) -> list[bytes]:
         sent = self.sent.setdefault(stream_id, [])
@@ -345,7 +350,8 @@ class SessionStream:
     def on_event(self, event: dict[str, Any]) -> list[bytes]:
         kind = event.get("type")
         if kind == "stream.delta":
-            return self.token(event["stream_id"], event["index"], event["delta"])
+            # One event carries pieces of many conversations; one `token` per piece of ours.
+            return [chunk for s, i, piece in stream_pieces(event, self.group) for chunk in self.token(s, i, piece)]
         if kind == "message":
             is_answer = event["direction"] == Message.Direction.OUT and event["kind"] in ANSWER_KINDS
             if is_answer and event["seq"] > self.turn_seq:
@@ -385,11 +391,13 @@ async def _events(conversation_id: Any) -> AsyncIterator[bytes]:
                 for chunk in stream.from_snapshot(await sync_to_async(_snapshot)(conversation_id)):
                     yield chunk
                 continue
+            chunks: list[bytes] = []
             for event in message.get("events", []):
-                for chunk in stream.on_event(event):
-                    yield chunk
+                chunks += stream.on_event(event)
                 if stream.finished:
                     break
+            if chunks:
+                yield b"".join(chunks)  # still one SSE event per token, in one body write
     finally:
         await layer.group_discard(group, channel)
 

@@ -8,6 +8,7 @@ import pytest
 from channels.layers import get_channel_layer
 
 from conversations import services
+from conversations.events import stream_pieces
 from conversations.generation import pipeline
 from conversations.generation.budget import record_usage, tokens_used_today
 from conversations.models import Channel, Conversation, Message
@@ -69,11 +70,12 @@ async def test_the_stored_answer_is_exactly_the_streamed_deltas(model_brand, llm
     async with Listener(conversation.pk) as listener:
         await run(conversation.pk, seq)
         events = await listener.until(lambda e: e["type"] == "turn" and e["state"] == "idle")
-    deltas = [e for e in events if e["type"] == "stream.delta"]
-    assert [e["index"] for e in deltas] == list(range(5))
+    group = group_name(conversation.pk)
+    deltas = [piece for e in events if e["type"] == "stream.delta" for piece in stream_pieces(e, group)]
+    assert [index for _, index, _ in deltas] == list(range(5))
     stored = [e for e in events if e["type"] == "message"]
-    assert len(stored) == 1 and stored[0]["payload"]["content"] == "".join(e["delta"] for e in deltas)
-    assert stored[0]["payload"]["streamId"] == deltas[0]["stream_id"]
+    assert len(stored) == 1 and stored[0]["payload"]["content"] == "".join(piece for _, _, piece in deltas)
+    assert {stream_id for stream_id, _, _ in deltas} == {stored[0]["payload"]["streamId"]}
     # commit is announced after the answer, never before
     kinds = [e["type"] for e in events]
     assert kinds.index("message") < len(kinds) - 1 and kinds[-1] == "turn"

@@ -1,0 +1,207 @@
+"""Where a worker process's streamed answers run, and how their pieces leave it.
+
+Per token, the first version cost a Redis append, a group publish (three round trips and a Lua
+call) and, in daphne, a channel-layer receive per socket (four more): ~2.5 ms of server CPU per
+token, so 100 streams at 50 tokens a second needed ~12 cores. Now:
+
+- every answer of the process streams on ONE event loop (`run`; a Celery thread only waits for
+  it), instead of one event loop per answer thread fighting for the GIL;
+- pieces are delivered in batches that form by themselves (`Relay`): whatever arrived, from any
+  stream, while the previous delivery was in flight goes out in the next one: the appends to the
+  streams' logs in one pipeline, then one channel-layer message per receiving process
+  (`publish.publish_stream_pieces_async`). Idle, a piece leaves at once; under load deliveries
+  get larger, not more frequent. A piece is in the log before it is published (late readers
+  and gap repair rely on that);
+- the heartbeats of every turn being answered come from one thread (`Heartbeats`), so a busy
+  loop cannot make a live answer look dead to a redelivered task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from conversations.generation import streams
+from conversations.publish import group_name, publish_stream_pieces_async
+
+logger = logging.getLogger(__name__)
+
+StreamKey = tuple[Any, str]  # (conversation id, stream id)
+
+
+class DeliveryFailed(Exception):
+    """The pieces of a stream could not be stored or published."""
+
+
+class Relay:
+    """Collects the pieces of all streams on this loop and delivers them in batches."""
+
+    def __init__(self) -> None:
+        self.pending: dict[StreamKey, tuple[int, list[str]]] = {}
+        self.in_flight: dict[StreamKey, tuple[int, list[str]]] = {}
+        self.failed: dict[StreamKey, BaseException] = {}
+        self.started: set[StreamKey] = set()  # streams whose log already has its expiry
+        self.wake = asyncio.Event()
+        self.delivered = asyncio.Condition()
+        self.client = streams.async_client()
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="stream-relay")
+
+    def put(self, conversation_id: Any, stream_id: str, index: int, piece: str) -> None:
+        """Queue piece number `index` of a stream (indexes of a stream come in order, from 0)."""
+        key = (conversation_id, stream_id)
+        if key in self.failed:
+            raise DeliveryFailed(f"stream {stream_id}") from self.failed[key]
+        waiting = self.pending.get(key)
+        if waiting is None:
+            self.pending[key] = (index, [piece])
+        else:
+            waiting[1].append(piece)
+        self.wake.set()
+
+    async def drain(self, conversation_id: Any, stream_ids: list[str]) -> None:
+        """Wait until every piece queued for these streams is stored and published."""
+        keys = [(conversation_id, stream_id) for stream_id in stream_ids]
+        async with self.delivered:
+            await self.delivered.wait_for(lambda: not any(k in self.pending or k in self.in_flight for k in keys))
+        for key in keys:
+            if key in self.failed:
+                raise DeliveryFailed(f"stream {key[1]}") from self.failed[key]
+
+    def forget(self, conversation_id: Any, stream_ids: list[str]) -> None:
+        for stream_id in stream_ids:
+            key = (conversation_id, stream_id)
+            self.failed.pop(key, None)
+            self.started.discard(key)
+
+    async def _run(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            batch, self.pending = self.pending, {}
+            if not batch:
+                continue
+            self.in_flight = batch
+            try:
+                await self._deliver(batch)
+            except Exception as exc:
+                logger.warning("delivering %d stream(s) failed", len(batch), exc_info=True)
+                for key in batch:
+                    self.failed[key] = exc
+            finally:
+                self.in_flight = {}
+                async with self.delivered:
+                    self.delivered.notify_all()
+
+    async def _deliver(self, batch: dict[StreamKey, tuple[int, list[str]]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        by_group: dict[str, list[list[Any]]] = {}
+        for key, (first, pieces) in batch.items():
+            conversation_id, stream_id = key
+            log_key = streams.tokens_key(conversation_id, stream_id)
+            pipe.rpush(log_key, *pieces)
+            if key not in self.started:
+                pipe.expire(log_key, streams.KEEP_SECONDS)  # once per stream, not per piece
+            by_group.setdefault(group_name(conversation_id), []).append([stream_id, first, pieces])
+        await pipe.execute()
+        self.started.update(batch)
+        await publish_stream_pieces_async(by_group)
+
+
+# --- The process's streaming loop ---------------------------------------------------------------
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid: int | None = None
+_relays: dict[asyncio.AbstractEventLoop, Relay] = {}
+_lock = threading.Lock()
+
+
+def _streaming_loop() -> asyncio.AbstractEventLoop:
+    """An event loop in a daemon thread, started lazily and again after a fork."""
+    global _loop, _loop_pid
+    with _lock:
+        if _loop is None or _loop_pid != os.getpid() or not _loop.is_running():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="generation-loop", daemon=True).start()
+            _loop, _loop_pid = loop, os.getpid()
+            _relays.clear()
+        return _loop
+
+
+def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a streaming coroutine on the process's streaming loop and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(coroutine, _streaming_loop()).result()
+
+
+def relay() -> Relay:
+    """The relay of the running loop (in the streaming loop: one per process)."""
+    loop = asyncio.get_running_loop()
+    current = _relays.get(loop)
+    if current is None:
+        current = _relays[loop] = Relay()
+    return current
+
+
+# --- Heartbeats -------------------------------------------------------------------------------
+
+
+class Heartbeats:
+    """Keeps the alive keys of the process's running turns fresh, all in one pipeline, from a
+    thread of its own."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        threading.Thread(target=self._run, name="generation-heartbeats", daemon=True).start()
+
+    def add(self, key: str) -> None:
+        with self.lock:
+            self.keys.add(key)
+            self._beat([key])
+
+    def discard(self, key: str) -> None:
+        with self.lock:
+            self.keys.discard(key)
+
+    def _beat(self, keys: list[str]) -> None:
+        seconds = streams.heartbeat_seconds()
+        with streams.sync_client() as client:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, "1", ex=seconds)
+            pipe.execute()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(max(0.2, streams.heartbeat_seconds() / 3))
+            try:
+                with self.lock:
+                    if self.keys:
+                        self._beat(list(self.keys))
+            except Exception:
+                logger.warning("heartbeat failed", exc_info=True)
+
+
+_heartbeats: Heartbeats | None = None
+
+
+@contextmanager
+def heartbeat(conversation_id: Any, user_seq: int) -> Iterator[None]:
+    """While the block runs, the turn's alive key stays fresh (its first beat before it starts)."""
+    global _heartbeats
+    with _lock:
+        if _heartbeats is None or _heartbeats.pid != os.getpid():
+            _heartbeats = Heartbeats()
+        beats = _heartbeats
+    key = streams.alive_key(conversation_id, user_seq)
+    beats.add(key)
+    try:
+        yield
+    finally:
+        beats.discard(key)
