@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import certifi
-import httpx
 from django.conf import settings
 
 from conversations.generation.base import GenerationRequest, Provider, ProviderError, split_words
@@ -92,16 +92,26 @@ def parse_sse_line(line: str) -> str | None:
 
 @functools.cache
 def _ssl_context() -> ssl.SSLContext:
-    """httpx builds (and loads the CA bundle into) a new context per client otherwise: per answer."""
-    return ssl.create_default_context(cafile=certifi.where())  # the bundle httpx itself uses
+    """One context per process: building one loads the CA bundle (~10 ms of CPU)."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _lines(raw: bytes) -> list[str]:
+    """The SSE lines of one `\n`-terminated read: `\r\n`, `\n` and `\r` all end a line."""
+    text = raw.decode("utf-8", "replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.rstrip("\n").split("\n")
 
 
 class OpenAICompatibleProvider:
+    """Streams with aiohttp: per streamed chunk its C parser and line reader cost ~60-80 us of CPU
+    against ~400 us for httpx (anyio cancel scopes and h11 events per read) with 100 streams."""
+
     name = "openai"
 
-    def __init__(self, config: OpenAIConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, config: OpenAIConfig) -> None:
         self.config = config
-        self.transport = transport
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         body: dict[str, Any] = {
@@ -115,26 +125,30 @@ class OpenAICompatibleProvider:
         headers = {"Accept": "text/event-stream"}
         if self.config.api_key:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
-        # `read` bounds the silence between two chunks, so a model that stalls mid-answer fails too.
-        timeout = httpx.Timeout(self.config.timeout, connect=min(CONNECT_TIMEOUT, self.config.timeout))
+        # `sock_read` bounds the silence between two chunks, so a model that stalls mid-answer fails too.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=min(CONNECT_TIMEOUT, self.config.timeout), sock_read=self.config.timeout
+        )
         url = f"{self.config.base_url}/chat/completions"
         try:
+            # trust_env: proxies from the environment, as before with httpx.
             async with (
-                httpx.AsyncClient(timeout=timeout, transport=self.transport, verify=_ssl_context()) as client,
-                client.stream("POST", url, json=body, headers=headers) as response,
+                aiohttp.ClientSession(timeout=timeout, trust_env=True) as session,
+                session.post(url, json=body, headers=headers, ssl=_ssl_context()) as response,
             ):
-                if response.status_code != 200:
-                    detail = (await response.aread())[:200].decode("utf-8", "replace")
-                    raise ProviderError(f"the model answered HTTP {response.status_code}: {detail}")
-                async for line in response.aiter_lines():
-                    piece = parse_sse_line(line)
-                    if piece is None:
-                        return
-                    if piece:
-                        yield piece
-        except httpx.TimeoutException as exc:
+                if response.status != 200:
+                    detail = (await response.read())[:200].decode("utf-8", "replace")
+                    raise ProviderError(f"the model answered HTTP {response.status}: {detail}")
+                async for raw in response.content:
+                    for line in _lines(raw):
+                        piece = parse_sse_line(line)
+                        if piece is None:
+                            return
+                        if piece:
+                            yield piece
+        except TimeoutError as exc:  # aiohttp's read and connect timeouts are TimeoutErrors
             raise ProviderError(f"the model timed out ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a line past the reader's limit
             raise ProviderError(f"the model connection failed ({type(exc).__name__}: {exc})") from exc
         # The stream ended without [DONE]: the server went away mid-answer.
         raise ProviderError("the model's stream ended before [DONE]")

@@ -178,8 +178,12 @@ class Heartbeats:
             pipe.execute()
 
     def _run(self) -> None:
+        last = time.monotonic()
         while True:
-            time.sleep(max(0.2, streams.heartbeat_seconds() / 3))
+            time.sleep(0.1)  # short naps: a changed heartbeat setting takes effect at once
+            if time.monotonic() - last < max(0.2, streams.heartbeat_seconds() / 3):
+                continue
+            last = time.monotonic()
             try:
                 with self.lock:
                     if self.keys:
