@@ -13,6 +13,10 @@ globals().update({name: value for name, value in vars(_base).items() if name.isu
 
 CELERY_WORKER_POOL = "threads"
 
+# `--env STREAM_DELIVERY_INTERVAL=0.005`: try another pacing of the worker's stream deliveries.
+if "STREAM_DELIVERY_INTERVAL" in os.environ:
+    STREAM_DELIVERY_INTERVAL = float(os.environ["STREAM_DELIVERY_INTERVAL"])
+
 # `--env BENCH_STREAM_FAST=1`: measure the proposals of bench/experiments/streaming.py.
 if os.environ.get("BENCH_STREAM_FAST") == "1":
     INSTALLED_APPS = [*INSTALLED_APPS, "bench.experiments.streaming.StreamFastPathConfig"]  # noqa: F821

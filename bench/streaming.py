@@ -236,6 +236,10 @@ def analyse(
     per_stream_p99: list[float] = []
     problems: list[str] = []
     completed = matches_model = matches_db = chunks = 0
+    # Chunk latency by the second (since the first token of the run) the model sent the token:
+    # does a backlog form, and does it drain?
+    by_second: dict[int, list[float]] = {}
+    first_send = min((log.sent[0] for log in logs.values() if log.sent), default=0.0)
     for stream in client["streams"]:
         index = stream["index"]
         tokens = tokens_for(index, n_tokens)
@@ -274,6 +278,8 @@ def analyse(
                 end += len(tokens[k]) if k < n_tokens else 0
         chunk_ms.extend(mine)
         steady_ms.extend(mine[STEADY_AFTER:])
+        for sent, latency in zip(log.sent, mine, strict=False):
+            by_second.setdefault(int(sent - first_send), []).append(latency)
         per_stream_p99.append(percentiles(mine)["p99"] or 0.0)
     return {
         "m": m,
@@ -291,6 +297,9 @@ def analyse(
         "chunk_ms": percentiles(chunk_ms),
         f"chunk_ms_after_token_{STEADY_AFTER}": percentiles(steady_ms),
         "worst_stream_chunk_p99_ms": max(per_stream_p99, default=None),
+        "chunk_ms_by_second": [
+            {"second": second, **percentiles(values)} for second, values in sorted(by_second.items())
+        ],
     }
 
 

@@ -75,88 +75,120 @@ def publish_on_commit(conversation_id: Any, events: Sequence[Event]) -> None:
 
 # --- Streamed pieces: one channel-layer message per receiving process, not per token and socket ---
 
-# channels_redis's group_send script, with its separate expiry round trip folded in.
+# channels_redis's group_send script, with its separate expiry round trip folded in, and a hold:
+# a key whose previous message is still waiting (mode 1) is left alone and reported back.
 _SEND_TO_CHANNEL_KEYS = """
-local over_capacity = 0
-local now = tonumber(ARGV[#ARGV - 1])
-local expiry = tonumber(ARGV[#ARGV])
-for i = 1, #KEYS do
+local result = {0}
+local n = #KEYS
+local now = tonumber(ARGV[3 * n + 1])
+local expiry = tonumber(ARGV[3 * n + 2])
+for i = 1, n do
     redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, math.floor(now) - expiry)
-    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
+    local waiting = redis.call('ZCARD', KEYS[i])
+    if ARGV[2 * n + i] == '1' and waiting > 0 then
+        table.insert(result, i)
+    elseif waiting < tonumber(ARGV[n + i]) then
         redis.call('ZADD', KEYS[i], now, ARGV[i])
         redis.call('EXPIRE', KEYS[i], expiry)
     else
-        over_capacity = over_capacity + 1
+        result[1] = result[1] + 1
     end
 end
-return over_capacity
+return result
 """
 
 
-async def publish_stream_pieces_async(streams: dict[str, list[list[Any]]]) -> None:
-    """Send one `stream.delta` event (events.delta_event) holding the pieces of many conversations.
+class StreamPiecePublisher:
+    """Sends `stream.delta` events (events.delta_event) holding the pieces of many conversations,
+    from one event loop (a worker's streaming loop).
 
     `group_send` per conversation and token costs three Redis round trips in the sender and, per
-    socket, a channel-layer receive (four round trips) in daphne. Here every group's members are
-    read in one pipeline and each receiving process gets ONE message, addressed to all its
-    channels at once (channels_redis delivers a message whose `__asgi_channel__` lists several
-    local channels to each of them); every socket takes its own group's entry. Capacity and
-    expiry behave as in `group_send`.
+    socket, a channel-layer receive (four sequential round trips) in daphne. Here every group's
+    members are read in one pipeline and each receiving process gets ONE message, addressed to
+    all its channels at once (channels_redis hands a message whose `__asgi_channel__` lists
+    several local channels to each of them); every socket takes its own group's entry. Capacity
+    and expiry behave as in `group_send`.
+
+    A process that has not yet taken our previous message off its channel key gets no second
+    one: the pieces are held and join the next delivery, so a busy daphne receives fewer, larger
+    messages instead of a growing backlog. Held longer than `hold_limit` seconds (a process that
+    died leaves its channels in their groups), they are sent anyway.
     """
-    if not streams:
-        return
-    from channels_redis.core import RedisChannelLayer
 
-    from conversations.events import delta_event
+    def __init__(self, hold_limit: float = 1.0) -> None:
+        self.hold_limit = hold_limit
+        # channel key → (held since, host, its channels, group → entries)
+        self.held: dict[str, tuple[float, int, dict[str, None], dict[str, list[list[Any]]]]] = {}
 
-    layer = get_channel_layer()
-    assert layer is not None
-    if not isinstance(layer, RedisChannelLayer):  # e.g. the in-memory layer: the plain way
-        for group, entries in streams.items():
-            message = {"type": GROUP_MESSAGE_TYPE, "events": [delta_event({group: entries})]}
-            await layer.group_send(group, message)
-        return
-    now = time.time()
-    groups_by_host: dict[int, list[str]] = defaultdict(list)
-    for group in streams:
-        groups_by_host[layer.consistent_hash(group)].append(group)
-    # channel key → (its channels, the groups they follow); channel key → host
-    targets: dict[str, tuple[dict[str, None], dict[str, list[list[Any]]]]] = {}
-    target_host: dict[str, int] = {}
-    for host, groups in groups_by_host.items():
-        pipe = layer.connection(host).pipeline(transaction=False)
-        for group in groups:
-            key = layer._group_key(group)
-            pipe.zremrangebyscore(key, min=0, max=int(now) - layer.group_expiry)
-            pipe.zrange(key, 0, -1)
-        replies = await pipe.execute()
-        for group, names in zip(groups, replies[1::2], strict=True):
-            for raw in names:
-                channel = raw.decode("utf8")
-                channel_key = layer.prefix + layer.non_local_name(channel)
-                target = targets.get(channel_key)
-                if target is None:
-                    target = targets[channel_key] = ({}, {})
-                    target_host[channel_key] = layer.consistent_hash(layer.non_local_name(channel))
-                target[0][channel] = None
-                target[1][group] = streams[group]
-    keys_by_host: dict[int, list[str]] = defaultdict(list)
-    for channel_key, host in target_host.items():
-        keys_by_host[host].append(channel_key)
-    for host, channel_keys in keys_by_host.items():
-        messages = []
-        capacities = []
-        for channel_key in channel_keys:
-            channels, for_groups = targets[channel_key]
-            message = {
-                "type": GROUP_MESSAGE_TYPE,
-                "events": [delta_event(for_groups)],
-                "__asgi_channel__": list(channels),
-            }
-            messages.append(layer.serialize(message))
-            capacities.append(layer.get_capacity(next(iter(channels))))
-        over = await layer.connection(host).eval(
-            _SEND_TO_CHANNEL_KEYS, len(channel_keys), *channel_keys, *messages, *capacities, now, layer.expiry
-        )
-        if over:
-            logger.info("%s of %s processes' channels over capacity for streamed pieces", over, len(channel_keys))
+    def holds(self, group: str) -> bool:
+        return any(group in held[3] for held in self.held.values())
+
+    async def publish(self, streams: dict[str, list[list[Any]]]) -> None:
+        from channels_redis.core import RedisChannelLayer
+
+        from conversations.events import delta_event
+
+        layer = get_channel_layer()
+        assert layer is not None
+        if not isinstance(layer, RedisChannelLayer):  # e.g. the in-memory layer: the plain way
+            for group, entries in streams.items():
+                await layer.group_send(group, {"type": GROUP_MESSAGE_TYPE, "events": [delta_event({group: entries})]})
+            return
+        now = time.time()
+        # channel key → (host, its channels, group → entries): what is held first, then the new
+        targets = {key: (host, dict(channels), {g: list(e) for g, e in groups.items()})
+                   for key, (_, host, channels, groups) in self.held.items()}  # fmt: skip
+        added: set[tuple[str, str]] = set()
+        groups_by_host: dict[int, list[str]] = defaultdict(list)
+        for group in streams:
+            groups_by_host[layer.consistent_hash(group)].append(group)
+        for host, groups in groups_by_host.items():
+            pipe = layer.connection(host).pipeline(transaction=False)
+            for group in groups:
+                key = layer._group_key(group)
+                pipe.zremrangebyscore(key, min=0, max=int(now) - layer.group_expiry)
+                pipe.zrange(key, 0, -1)
+            replies = await pipe.execute()
+            for group, names in zip(groups, replies[1::2], strict=True):
+                for raw in names:
+                    channel = raw.decode("utf8")
+                    non_local = layer.non_local_name(channel)
+                    channel_key = layer.prefix + non_local
+                    target = targets.get(channel_key)
+                    if target is None:
+                        target = targets[channel_key] = (layer.consistent_hash(non_local), {}, {})
+                    target[1][channel] = None
+                    if (channel_key, group) not in added:
+                        added.add((channel_key, group))
+                        # after any held ones: older pieces first
+                        target[2][group] = target[2].get(group, []) + streams[group]
+        keys_by_host: dict[int, list[str]] = defaultdict(list)
+        for channel_key, (host, _, _) in targets.items():
+            keys_by_host[host].append(channel_key)
+        for host, channel_keys in keys_by_host.items():
+            messages, capacities, modes = [], [], []
+            for channel_key in channel_keys:
+                _, channels, for_groups = targets[channel_key]
+                message = {
+                    "type": GROUP_MESSAGE_TYPE,
+                    "events": [delta_event(for_groups)],
+                    "__asgi_channel__": list(channels),
+                }
+                messages.append(layer.serialize(message))
+                capacities.append(layer.get_capacity(next(iter(channels))))
+                held = self.held.get(channel_key)
+                modes.append("0" if held is not None and now - held[0] > self.hold_limit else "1")
+            result = await layer.connection(host).eval(
+                _SEND_TO_CHANNEL_KEYS, len(channel_keys), *channel_keys, *messages, *capacities, *modes, now,
+                layer.expiry,
+            )  # fmt: skip
+            busy = {channel_keys[int(i) - 1] for i in result[1:]}
+            for channel_key in channel_keys:
+                if channel_key in busy:
+                    since = self.held[channel_key][0] if channel_key in self.held else now
+                    self.held[channel_key] = (since, *targets[channel_key])
+                else:
+                    self.held.pop(channel_key, None)
+            if result[0]:
+                logger.info("%s of %s processes' channels over capacity for streamed pieces", result[0],
+                            len(channel_keys))  # fmt: skip

@@ -96,12 +96,20 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def _lines(raw: bytes) -> list[str]:
-    """The SSE lines of one `\n`-terminated read: `\r\n`, `\n` and `\r` all end a line."""
-    text = raw.decode("utf-8", "replace")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.rstrip("\n").split("\n")
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The lines of a streamed body (`\r\n`, `\n` and `\r` end a line), split per network read:
+    aiohttp's readline costs several awaits per line, and a model sends one small line per token."""
+    rest = b""
+    async for data in content.iter_any():
+        if rest:
+            data = rest + data
+        if b"\r" in data:  # a `\r\n` split across two reads only adds a blank line, which SSE ignores
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *lines, rest = data.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace")  # UTF-8 never has a \n byte inside a character
+    if rest:
+        yield rest.decode("utf-8", "replace")
 
 
 class OpenAICompatibleProvider:
@@ -139,13 +147,12 @@ class OpenAICompatibleProvider:
                 if response.status != 200:
                     detail = (await response.read())[:200].decode("utf-8", "replace")
                     raise ProviderError(f"the model answered HTTP {response.status}: {detail}")
-                async for raw in response.content:
-                    for line in _lines(raw):
-                        piece = parse_sse_line(line)
-                        if piece is None:
-                            return
-                        if piece:
-                            yield piece
+                async for line in _lines(response.content):
+                    piece = parse_sse_line(line)
+                    if piece is None:
+                        return
+                    if piece:
+                        yield piece
         except TimeoutError as exc:  # aiohttp's read and connect timeouts are TimeoutErrors
             raise ProviderError(f"the model timed out ({type(exc).__name__})") from exc
         except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a line past the reader's limit

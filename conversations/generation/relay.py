@@ -27,12 +27,16 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.conf import settings
+
 from conversations.generation import streams
-from conversations.publish import group_name, publish_stream_pieces_async
+from conversations.publish import StreamPiecePublisher, group_name
 
 logger = logging.getLogger(__name__)
 
 StreamKey = tuple[Any, str]  # (conversation id, stream id)
+# Seconds between two deliveries of a process's pieces, at least (setting STREAM_DELIVERY_INTERVAL).
+MIN_INTERVAL = 0.003
 
 
 class DeliveryFailed(Exception):
@@ -46,10 +50,12 @@ class Relay:
         self.pending: dict[StreamKey, tuple[int, list[str]]] = {}
         self.in_flight: dict[StreamKey, tuple[int, list[str]]] = {}
         self.failed: dict[StreamKey, BaseException] = {}
-        self.started: set[StreamKey] = set()  # streams whose log already has its expiry
+        # streams whose log has its expiry → (their log's key, their group)
+        self.started: dict[StreamKey, tuple[str, str]] = {}
         self.wake = asyncio.Event()
         self.delivered = asyncio.Condition()
         self.client = streams.async_client()
+        self.publisher = StreamPiecePublisher()
         self.task = asyncio.get_running_loop().create_task(self._run(), name="stream-relay")
 
     def put(self, conversation_id: Any, stream_id: str, index: int, piece: str) -> None:
@@ -68,23 +74,36 @@ class Relay:
         """Wait until every piece queued for these streams is stored and published."""
         keys = [(conversation_id, stream_id) for stream_id in stream_ids]
         async with self.delivered:
-            await self.delivered.wait_for(lambda: not any(k in self.pending or k in self.in_flight for k in keys))
+            await self.delivered.wait_for(lambda: all(k in self.failed or not self._undelivered(k) for k in keys))
         for key in keys:
             if key in self.failed:
                 raise DeliveryFailed(f"stream {key[1]}") from self.failed[key]
+
+    def _undelivered(self, key: StreamKey) -> bool:
+        return key in self.pending or key in self.in_flight or self.publisher.holds(group_name(key[0]))
 
     def forget(self, conversation_id: Any, stream_ids: list[str]) -> None:
         for stream_id in stream_ids:
             key = (conversation_id, stream_id)
             self.failed.pop(key, None)
-            self.started.discard(key)
+            self.started.pop(key, None)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = float(getattr(settings, "STREAM_DELIVERY_INTERVAL", MIN_INTERVAL))
+        last = 0.0
         while True:
             await self.wake.wait()
+            # At most one delivery per interval: each is a message every web process receives
+            # one at a time (channels_redis: three round trips each), so under load they must
+            # grow rather than multiply. A piece after a quiet spell leaves at once.
+            pause = last + interval - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
             self.wake.clear()
+            last = loop.time()
             batch, self.pending = self.pending, {}
-            if not batch:
+            if not batch and not self.publisher.held:
                 continue
             self.in_flight = batch
             try:
@@ -93,24 +112,31 @@ class Relay:
                 logger.warning("delivering %d stream(s) failed", len(batch), exc_info=True)
                 for key in batch:
                     self.failed[key] = exc
+                # Pieces are in the logs (or their streams failed); clients repair from there.
+                self.publisher.held.clear()
             finally:
                 self.in_flight = {}
+                if self.publisher.held:
+                    loop.call_later(interval, self.wake.set)  # try the held pieces again
                 async with self.delivered:
                     self.delivered.notify_all()
 
     async def _deliver(self, batch: dict[StreamKey, tuple[int, list[str]]]) -> None:
         pipe = self.client.pipeline(transaction=False)
         by_group: dict[str, list[list[Any]]] = {}
+        new: dict[StreamKey, tuple[str, str]] = {}
         for key, (first, pieces) in batch.items():
-            conversation_id, stream_id = key
-            log_key = streams.tokens_key(conversation_id, stream_id)
-            pipe.rpush(log_key, *pieces)
-            if key not in self.started:
-                pipe.expire(log_key, streams.KEEP_SECONDS)  # once per stream, not per piece
-            by_group.setdefault(group_name(conversation_id), []).append([stream_id, first, pieces])
-        await pipe.execute()
-        self.started.update(batch)
-        await publish_stream_pieces_async(by_group)
+            names = self.started.get(key)
+            if names is None:
+                names = new[key] = (streams.tokens_key(*key), group_name(key[0]))
+            pipe.rpush(names[0], *pieces)
+            if key in new:
+                pipe.expire(names[0], streams.KEEP_SECONDS)  # once per stream, not per piece
+            by_group.setdefault(names[1], []).append([key[1], first, pieces])
+        if batch:
+            await pipe.execute()
+        self.started.update(new)
+        await self.publisher.publish(by_group)
 
 
 # --- The process's streaming loop ---------------------------------------------------------------

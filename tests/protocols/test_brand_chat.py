@@ -418,3 +418,16 @@ async def test_an_answer_whose_live_events_were_lost_is_read_from_the_log(shop, 
     assert "".join(c["data"]["content"] for c in chunks) == stored.payload["content"]
     assert complete["data"]["suggested_products"] == stored.payload["products"]
     await client.close()
+
+
+@pytest.mark.parametrize("content", ["Hello", "", 'é "quoted" \\ back\nslash \u2028 \x00 \U0001f600'])
+def test_a_chunk_frame_built_from_its_parts_is_the_json_of_the_chunk_message(content):
+    import json
+    from json.encoder import encode_basestring
+
+    from conversations.protocols.brand_chat import chunk_frame_parts, chunk_message
+
+    conversation_id = str(uuid.uuid4())
+    head, tail = chunk_frame_parts(conversation_id)
+    expected = json.dumps(chunk_message(content, conversation_id), ensure_ascii=False)
+    assert head + encode_basestring(content) + tail == expected
