@@ -7,11 +7,13 @@ token, so 100 streams at 50 tokens a second needed ~12 cores. Now:
 - every answer of the process streams on ONE event loop (`run`; a Celery thread only waits for
   it), instead of one event loop per answer thread fighting for the GIL;
 - pieces are delivered in batches that form by themselves (`Relay`): whatever arrived, from any
-  stream, while the previous delivery was in flight goes out in the next one: the appends to the
-  streams' logs in one pipeline, then one channel-layer message per receiving process
-  (`publish.publish_stream_pieces_async`). Idle, a piece leaves at once; under load deliveries
-  get larger, not more frequent. A piece is in the log before it is published (late readers
-  and gap repair rely on that);
+  stream, while the previous delivery was in flight (or in the last MIN_INTERVAL) goes out in
+  the next one: the appends to the streams' logs in one pipeline, then one channel-layer message
+  per receiving process (`publish.StreamPiecePublisher`, which also holds pieces back while a
+  web process has not taken the previous message). Idle, a piece leaves at once; under load
+  deliveries get larger, not more frequent. A piece is in the log before it is published (late
+  readers and gap repair rely on that), and `drain` returns only once a stream's pieces are out,
+  so the stored answer's event always follows them;
 - the heartbeats of every turn being answered come from one thread (`Heartbeats`), so a busy
   loop cannot make a live answer look dead to a redelivered task.
 """

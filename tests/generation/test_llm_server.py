@@ -73,3 +73,20 @@ def test_a_paused_stream_goes_on_after_release(llm_server):
         llm_server.release()
         rest = list(lines)
     assert _deltas(rest) == [" two"]
+
+
+async def test_model_lines_end_at_lf_crlf_or_cr_even_when_split_across_reads():
+    import asyncio
+
+    import aiohttp
+    from aiohttp.base_protocol import BaseProtocol
+
+    from conversations.generation.providers import _lines
+
+    loop = asyncio.get_running_loop()
+    reader = aiohttp.StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+    for data in (b"data: {\xc3", b"\xa9}\r\n\r", b"\ndata: two\rdata: three\n\nda", b"ta: [DONE]"):
+        reader.feed_data(data)
+    reader.feed_eof()
+    lines = [line async for line in _lines(reader)]
+    assert [line for line in lines if line] == ["data: {\u00e9}", "data: two", "data: three", "data: [DONE]"]
