@@ -163,7 +163,12 @@ def _streaming_loop() -> asyncio.AbstractEventLoop:
 
 def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
     """Run a streaming coroutine on the process's streaming loop and wait for its result."""
-    return asyncio.run_coroutine_threadsafe(coroutine, _streaming_loop()).result()
+    future = asyncio.run_coroutine_threadsafe(coroutine, _streaming_loop())
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # interrupted while waiting (e.g. a time limit): the stream must not go on alone
+        raise
 
 
 def relay() -> Relay:
