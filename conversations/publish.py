@@ -10,10 +10,12 @@ import asyncio
 import logging
 import os
 import threading
+from collections import defaultdict
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.db import transaction
 
 from conversations.events import GROUP_MESSAGE_TYPE, Event
@@ -63,6 +65,42 @@ def publish(conversation_id: Any, events: Sequence[Event]) -> None:
         run_in_publish_loop(publish_async(conversation_id, events))
     except Exception:
         logger.warning("publishing %d events failed; clients will catch up from the log", len(events), exc_info=True)
+
+
+async def publish_many_async(batches: Sequence[tuple[Any, Sequence[Event]]]) -> None:
+    """Send several conversations' events (a worker's batch). On the Redis pub/sub layer that is
+    one pipeline of PUBLISH commands per shard, the same channel names and serialization as its
+    `group_send` (channels-redis 4.3), instead of one locked round trip per conversation."""
+    layer = get_channel_layer()
+    assert layer is not None
+    if not isinstance(layer, RedisPubSubChannelLayer) or len(batches) == 1:
+        await asyncio.gather(*(publish_async(conversation_id, events) for conversation_id, events in batches))
+        return
+    loop_layer = layer._get_layer()
+    by_shard: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
+    for conversation_id, events in batches:
+        channel = loop_layer._get_group_channel_name(group_name(conversation_id))
+        shard = loop_layer._get_shard(channel)
+        by_shard[id(shard)].append((channel, layer.serialize({"type": GROUP_MESSAGE_TYPE, "events": list(events)})))
+    for shard in loop_layer._shards:
+        if id(shard) not in by_shard:
+            continue
+        shard._ensure_redis()
+        pipe = shard._redis.pipeline(transaction=False)
+        for channel, payload in by_shard[id(shard)]:
+            pipe.publish(channel, payload)
+        await pipe.execute()
+
+
+def publish_many(batches: Sequence[tuple[Any, Sequence[Event]]]) -> None:
+    """Send several conversations' events at once (a worker's batch), from synchronous code."""
+    batches = [(conversation_id, events) for conversation_id, events in batches if events]
+    if not batches:
+        return
+    try:
+        run_in_publish_loop(publish_many_async(batches))
+    except Exception:
+        logger.warning("publishing to %d conversations failed; clients read the log", len(batches), exc_info=True)
 
 
 def publish_on_commit(conversation_id: Any, events: Sequence[Event]) -> None:

@@ -63,27 +63,38 @@ def move(conversation: Conversation, to_state: str, reason: str = "") -> None:
 
 def move_through(conversation: Conversation, states: list[str], reason: str = "") -> None:
     """Several moves in one conditional UPDATE; every step is still checked and recorded."""
-    from_state = conversation.turn_state
-    path = [from_state, *states]
+    from_state, changed_at = conversation.turn_state, conversation.turn_changed_at
+    if not states:
+        return
+    transitions = plan_through(conversation, states, reason)
+    changed = Conversation.objects.filter(pk=conversation.pk, turn_state=from_state).update(
+        turn_state=conversation.turn_state, turn_changed_at=conversation.turn_changed_at,
+        updated_at=conversation.turn_changed_at,
+    )  # fmt: skip
+    if changed != 1:
+        conversation.turn_state, conversation.turn_changed_at = from_state, changed_at
+        raise TransitionRefused(f"{from_state} → {states[-1]} lost a race")
+    TurnTransition.objects.bulk_create(transitions)
+
+
+def plan_through(conversation: Conversation, states: list[str], reason: str = "") -> list[TurnTransition]:
+    """Check a path of moves and apply it to the instance only; the caller, holding the row
+    lock, writes the row and the returned audit rows (a worker applying a batch of steps)."""
+    path = [conversation.turn_state, *states]
     for before, after in itertools.pairwise(path):
         if not is_allowed(before, after):
             raise TransitionRefused(f"{before} → {after} is not a turn transition")
     if not states:
-        return
+        return []
     now = timezone.now()
-    changed = Conversation.objects.filter(pk=conversation.pk, turn_state=from_state).update(
-        turn_state=states[-1], turn_changed_at=now, updated_at=now
-    )
-    if changed != 1:
-        raise TransitionRefused(f"{from_state} → {states[-1]} lost a race")
-    TurnTransition.objects.bulk_create(
+    conversation.turn_state = states[-1]
+    conversation.turn_changed_at = now
+    return [
         TurnTransition(
             conversation=conversation, from_state=before, to_state=after, reason=reason[:300], created_at=now
         )
         for before, after in itertools.pairwise(path)
-    )
-    conversation.turn_state = states[-1]
-    conversation.turn_changed_at = now
+    ]
 
 
 def back_to_idle(conversation: Conversation, reason: str = "") -> None:
