@@ -9,6 +9,7 @@ SQLite and PostgreSQL) and hand the rows to the driver's `executemany`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import connection, models
 
@@ -21,19 +22,30 @@ def _fields(model: type[models.Model], names: Sequence[str]) -> list[models.Fiel
     return [model._meta.get_field(name) for name in names]  # type: ignore[misc]
 
 
+def insert_rows(model: type[models.Model], names: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """INSERT `rows` of Python values, one per field of `names` (foreign keys as ids), with
+    primary keys left to the database; the other fields take their database defaults, so name
+    every required field."""
+    if not rows:
+        return
+    fields = _fields(model, names)
+    columns = ", ".join(_quote(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {_quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608 (model names)
+    prepared = [
+        [field.get_db_prep_save(value, connection) for field, value in zip(fields, row, strict=True)] for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, prepared)
+
+
 def insert(objects: Sequence[models.Model], names: Sequence[str]) -> None:
-    """INSERT `objects` (all of one model, primary keys left to the database) with only the
-    fields `names`; the others take their database defaults, so name every required field."""
+    """INSERT model instances (all of one model) with only the fields `names`."""
     if not objects:
         return
     model = type(objects[0])
     fields = _fields(model, names)
-    columns = ", ".join(_quote(field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {_quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608 (names from model metadata)
-    rows = [[field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields] for obj in objects]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+    insert_rows(model, names, [[field.pre_save(obj, True) for field in fields] for obj in objects])
 
 
 def update(objects: Sequence[models.Model], names: Sequence[str]) -> None:

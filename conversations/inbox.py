@@ -18,6 +18,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -26,7 +27,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from conversations import bulk, turns
-from conversations.events import Event, error_event, message_event
+from conversations.events import Event, error_event
 from conversations.models import Conversation, Message, TurnState, TurnTransition
 from conversations.publish import publish_many
 from flows.engine import Flow, Generate, Position, Rejection, SendRequest
@@ -82,7 +83,8 @@ def queue_inputs(inputs: Sequence[PendingInput]) -> list[InputResult]:
         .values_list("conversation_id", "n")
     )
     results: list[InputResult] = []
-    rows_to_store: list[Message] = []
+    rows_to_store: list[tuple[Any, ...]] = []
+    now = timezone.now()
     wake: set[uuid.UUID] = set()
     for item in inputs:
         key = (item.conversation_id, item.client_id)
@@ -98,7 +100,7 @@ def queue_inputs(inputs: Sequence[PendingInput]) -> list[InputResult]:
         waiting[item.conversation_id] = waiting.get(item.conversation_id, 0) + 1
         if item.client_id:
             known[key] = None
-        rows_to_store.append(_inbox_row(item))
+        rows_to_store.append(_inbox_row(item, now))
         results.append(InputResult.QUEUED)
         wake.add(item.conversation_id)
     if rows_to_store:
@@ -108,24 +110,30 @@ def queue_inputs(inputs: Sequence[PendingInput]) -> list[InputResult]:
     return results
 
 
-def _inbox_row(item: PendingInput) -> Message:
-    return Message(
-        conversation_id=item.conversation_id,
-        seq=None,
-        direction=Message.Direction.IN,
-        kind=str(item.payload["kind"]),
-        payload=item.payload,
-        client_id=item.client_id,
-        reply_channel=item.reply_channel[:200],
+INBOX_FIELDS = ("conversation", "direction", "kind", "payload", "client_id", "reply_channel", "created_at", "cut_off")
+
+
+def _inbox_row(item: PendingInput, now: datetime) -> tuple[Any, ...]:
+    """A waiting input (no `seq` yet) as the values of INBOX_FIELDS."""
+    kind = str(item.payload["kind"])
+    return (
+        item.conversation_id,
+        Message.Direction.IN,
+        kind,
+        item.payload,
+        item.client_id,
+        item.reply_channel[:200],
+        now,
+        False,
     )
 
 
-def _store(rows: list[Message], results: list[InputResult]) -> None:
+def _store(rows: list[tuple[Any, ...]], results: list[InputResult]) -> None:
     """One INSERT for the batch; if another process won a race on a client id, store the rows
     one by one so that only the loser is a duplicate."""
     try:
         with transaction.atomic():
-            Message.objects.bulk_create(rows)
+            bulk.insert_rows(Message, INBOX_FIELDS, rows)
         return
     except IntegrityError:
         pass
@@ -133,8 +141,7 @@ def _store(rows: list[Message], results: list[InputResult]) -> None:
     for index, row in zip(queued, rows, strict=True):
         try:
             with transaction.atomic():
-                row.pk = None
-                row.save(force_insert=True)
+                bulk.insert_rows(Message, INBOX_FIELDS, [row])
         except IntegrityError:
             results[index] = InputResult.DUPLICATE
 
@@ -165,24 +172,28 @@ CONVERSATION_FIELDS = ("flow_position", "last_seq", "meta", "turn_state", "turn_
 
 class _Run:
     """What applying one conversation's inbox adds: messages numbered as they come, turn
-    audit rows, events to publish. Written for the whole batch at once."""
+    audit rows, events to publish; rows as values of MESSAGE_FIELDS and TRANSITION_FIELDS,
+    written for the whole batch at once."""
 
-    def __init__(self, conversation: Conversation) -> None:
+    def __init__(self, conversation: Conversation, now: datetime) -> None:
         self.conversation = conversation
-        self.messages: list[Message] = []
-        self.transitions: list[TurnTransition] = []
+        self.now = now
+        self.messages: list[tuple[Any, ...]] = []
+        self.transitions: list[tuple[Any, ...]] = []
         self.events: list[Event] = []
         self.generate_after: int | None = None
 
-    def log(self, direction: str, kind: str, payload: dict[str, Any], client_id: str | None = None) -> Message:
+    def log(self, direction: str, kind: str, payload: dict[str, Any], client_id: str | None = None) -> None:
         self.conversation.last_seq += 1
-        message = Message(
-            conversation=self.conversation, seq=self.conversation.last_seq, direction=direction, kind=kind,
-            payload=payload, client_id=client_id,
-        )  # fmt: skip
-        self.messages.append(message)
-        self.events.append(message_event(message))
-        return message
+        seq = self.conversation.last_seq
+        self.messages.append((self.conversation.pk, seq, direction, kind, payload, client_id, False, "", self.now))
+        self.events.append(
+            {"type": "message", "seq": seq, "direction": direction, "kind": kind, "payload": payload, "cut_off": False}
+        )
+
+    def move_through(self, states: list[str], reason: str) -> None:
+        for before, after in turns.plan_through(self.conversation, states):
+            self.transitions.append((self.conversation.pk, before, after, reason, self.conversation.turn_changed_at))
 
 
 def advance(conversation_ids: Iterable[Any]) -> None:
@@ -208,19 +219,19 @@ def advance(conversation_ids: Iterable[Any]) -> None:
             inboxes[pending.conversation_id].append(pending)
         done: list[int] = []
         runs: list[_Run] = []
+        now = timezone.now()
         for conversation in runnable:
-            run = _Run(conversation)
+            run = _Run(conversation, now)
             inbox = inboxes.get(conversation.pk, [])
             if conversation.flow_position is not None and not inbox:
                 continue
             done += _apply_inbox(run, flow_for_version(conversation.flow_version_id), inbox)
             runs.append(run)
-        now = timezone.now()
         for run in runs:
             run.conversation.updated_at = now
         bulk.delete(Message, done)
-        bulk.insert([message for run in runs for message in run.messages], MESSAGE_FIELDS)
-        bulk.insert([transition for run in runs for transition in run.transitions], TRANSITION_FIELDS)
+        bulk.insert_rows(Message, MESSAGE_FIELDS, [message for run in runs for message in run.messages])
+        bulk.insert_rows(TurnTransition, TRANSITION_FIELDS, [row for run in runs for row in run.transitions])
         bulk.update([run.conversation for run in runs], CONVERSATION_FIELDS)
         for run in runs:
             published.append((run.conversation.pk, run.events))
@@ -256,7 +267,7 @@ def _apply_inbox(run: _Run, flow: Flow, inbox: list[Message]) -> list[int]:
         path += [TurnState.USER_WRITING, TurnState.USER_COMMITTED, TurnState.AI_GENERATING]
         if not generating:
             path += [TurnState.AI_COMMITTED, TurnState.IDLE]
-        run.transitions += turns.plan_through(conversation, path, "flow step")
+        run.move_through(path, "flow step")
         if generating:
             # The rest of the inbox waits until the generated answer has been stored.
             break

@@ -66,7 +66,7 @@ def move_through(conversation: Conversation, states: list[str], reason: str = ""
     from_state, changed_at = conversation.turn_state, conversation.turn_changed_at
     if not states:
         return
-    transitions = plan_through(conversation, states, reason)
+    moves = plan_through(conversation, states)
     changed = Conversation.objects.filter(pk=conversation.pk, turn_state=from_state).update(
         turn_state=conversation.turn_state, turn_changed_at=conversation.turn_changed_at,
         updated_at=conversation.turn_changed_at,
@@ -74,27 +74,27 @@ def move_through(conversation: Conversation, states: list[str], reason: str = ""
     if changed != 1:
         conversation.turn_state, conversation.turn_changed_at = from_state, changed_at
         raise TransitionRefused(f"{from_state} → {states[-1]} lost a race")
-    TurnTransition.objects.bulk_create(transitions)
+    TurnTransition.objects.bulk_create(
+        TurnTransition(
+            conversation=conversation, from_state=before, to_state=after, reason=reason[:300],
+            created_at=conversation.turn_changed_at,
+        )
+        for before, after in moves
+    )  # fmt: skip
 
 
-def plan_through(conversation: Conversation, states: list[str], reason: str = "") -> list[TurnTransition]:
-    """Check a path of moves and apply it to the instance only; the caller, holding the row
-    lock, writes the row and the returned audit rows (a worker applying a batch of steps)."""
+def plan_through(conversation: Conversation, states: list[str]) -> list[tuple[str, str]]:
+    """Check a path of moves and apply it to the instance only, returning the (from, to) pairs
+    to record. The caller holds the row lock and writes the row and the audit rows (a worker
+    applying a batch of steps does so for many conversations at once)."""
     path = [conversation.turn_state, *states]
     for before, after in itertools.pairwise(path):
         if not is_allowed(before, after):
             raise TransitionRefused(f"{before} → {after} is not a turn transition")
-    if not states:
-        return []
-    now = timezone.now()
-    conversation.turn_state = states[-1]
-    conversation.turn_changed_at = now
-    return [
-        TurnTransition(
-            conversation=conversation, from_state=before, to_state=after, reason=reason[:300], created_at=now
-        )
-        for before, after in itertools.pairwise(path)
-    ]
+    if states:
+        conversation.turn_state = states[-1]
+        conversation.turn_changed_at = timezone.now()
+    return list(itertools.pairwise(path))
 
 
 def back_to_idle(conversation: Conversation, reason: str = "") -> None:
