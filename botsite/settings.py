@@ -103,6 +103,9 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             # redis-py 8 defaults to a 5 s socket timeout; the subscriber's reads wait longer.
             "hosts": [{"address": redis_url_for_db(REDIS_URL, 0), "socket_timeout": None}],
+            # Pub/sub channels ignore the database number: deployments sharing one Redis server
+            # keep apart by prefix.
+            "prefix": env_str("CHANNEL_LAYER_PREFIX") or "botsite",
         },
     }
 }

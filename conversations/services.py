@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import inbox, turns
+from conversations import bulk, inbox, turns
 from conversations.events import error_event, message_event, turn_event
 from conversations.inbox import InputResult, PendingInput, as_uuid
 from conversations.models import Channel, Conversation, Message, TurnState
@@ -99,23 +99,28 @@ def conversation_open(
     return conversation
 
 
+NEW_CONVERSATION_FIELDS = (
+    "id", "brand", "channel", "visitor_key", "user_id", "external_id", "flow_version", "flow_position", "turn_state",
+    "turn_changed_at", "last_seq", "last_error", "meta", "created_at", "updated_at", "ended_at",
+)  # fmt: skip
+
+
 def assistant_conversations_open(visitors: Sequence[tuple[Brand, str, uuid.UUID]]) -> list[None]:
     """Open new visitors' assistant conversations, given as (brand, visitor key, id), with one
     INSERT and one task that starts all their flows (a web process's handshakes, batched)."""
     versions: dict[int, int | None] = {}
-    rows = []
+    now = timezone.now()
+    rows: list[tuple[Any, ...]] = []
     for brand, visitor_key, conversation_id in visitors:
         if brand.pk not in versions:
             versions[brand.pk] = active_flow_version_id(brand)
         rows.append(
-            Conversation(
-                id=conversation_id, brand=brand, channel=Channel.ASSISTANT, visitor_key=visitor_key,
-                flow_version_id=versions[brand.pk],
-            )
+            (conversation_id, brand.pk, Channel.ASSISTANT, visitor_key, "", "", versions[brand.pk], None,
+             TurnState.IDLE, now, 0, "", {}, now, now, None)
         )  # fmt: skip
     with transaction.atomic():
-        Conversation.objects.bulk_create(rows)
-        _enqueue_on_commit("advance_flows", [str(row.pk) for row in rows])
+        bulk.insert_rows(Conversation, NEW_CONVERSATION_FIELDS, rows)
+        _enqueue_on_commit("advance_flows", [str(conversation_id) for _, _, conversation_id in visitors])
     return [None] * len(rows)
 
 
