@@ -94,12 +94,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis" / "redis.sock"
 REDIS_URL = env_str("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
 # Redis pub/sub: a message to a group is one PUBLISH, and every daphne process receives it on
-# the one connection it subscribed with (the list-based layer takes ~8 round trips per message).
+# the one connection it subscribed with (the list-based layer takes ~8 round trips per message);
+# subscriptions are batched per process (botsite/channel_layer.py).
 # Nothing is kept for a socket that is not connected, which is fine here: the message log is
 # the truth and every adapter catches up from it (`?after=`, gap repair, the reply watchdog).
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "BACKEND": "botsite.channel_layer.PubSubChannelLayer",
         "CONFIG": {
             # redis-py 8 defaults to a 5 s socket timeout; the subscriber's reads wait longer.
             "hosts": [{"address": redis_url_for_db(REDIS_URL, 0), "socket_timeout": None}],
