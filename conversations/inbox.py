@@ -209,7 +209,12 @@ def advance(conversation_ids: Iterable[Any]) -> None:
         return
     published: list[tuple[Any, list[Event]]] = []
     with transaction.atomic():
-        locked = Conversation.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+        locked = (
+            Conversation.objects.select_for_update()
+            .filter(pk__in=ids)
+            .order_by("pk")
+            .only(*CONVERSATION_FIELDS, "flow_version_id", "ended_at")
+        )
         # A conversation whose generated answer is being written waits: generation calls us again.
         runnable = [c for c in locked if c.flow_version_id and not c.ended_at and c.turn_state not in turns.IN_FLIGHT]
         if not runnable:
