@@ -196,25 +196,37 @@ class _Run:
             self.transitions.append((self.conversation.pk, before, after, reason, self.conversation.turn_changed_at))
 
 
+# The most conversations one task advances: the ones it was sent for plus any others with inputs
+# waiting, so that tasks queued behind a busy worker find their work done instead of waiting.
+MAX_BATCH = 500
+
+
 def advance(conversation_ids: Iterable[Any]) -> None:
-    """Start each conversation's flow if it has not started, then apply its waiting inputs.
+    """Start each conversation's flow if it has not started, then apply its waiting inputs, and
+    those of other conversations whose inputs wait (up to MAX_BATCH in all).
 
     Safe to run twice and from several workers at once: the run holds the conversations' rows
-    (locked in id order, so two batches cannot deadlock) and works only on what is still
-    waiting, so a second run finds nothing to do. The whole batch is a handful of statements:
-    lock, read the inboxes, delete them, insert messages and audit rows, update the rows.
+    and works only on what is still waiting, so a second run finds nothing to do. The ones asked
+    for are locked in id order (two batches cannot deadlock); the others only if no other run
+    holds them (`skip_locked`). The whole batch is a handful of statements: lock, read the
+    inboxes, delete them, insert messages and audit rows, update the rows.
     """
     ids = sorted({as_uuid(conversation_id) for conversation_id in conversation_ids})
     if not ids:
         return
     published: list[tuple[Any, list[Event]]] = []
+    fields = (*CONVERSATION_FIELDS, "flow_version_id", "ended_at")
     with transaction.atomic():
-        locked = (
-            Conversation.objects.select_for_update()
-            .filter(pk__in=ids)
-            .order_by("pk")
-            .only(*CONVERSATION_FIELDS, "flow_version_id", "ended_at")
+        locked = list(Conversation.objects.select_for_update().filter(pk__in=ids).order_by("pk").only(*fields))
+        others = set(
+            Message.objects.filter(seq__isnull=True, conversation__ended_at__isnull=True)
+            .exclude(conversation_id__in=ids)
+            .exclude(conversation__turn_state__in=turns.IN_FLIGHT)
+            .order_by()
+            .values_list("conversation_id", flat=True)[: max(0, MAX_BATCH - len(ids))]
         )
+        if others:
+            locked += Conversation.objects.select_for_update(skip_locked=True).filter(pk__in=others).only(*fields)
         # A conversation whose generated answer is being written waits: generation calls us again.
         runnable = [c for c in locked if c.flow_version_id and not c.ended_at and c.turn_state not in turns.IN_FLIGHT]
         if not runnable:
