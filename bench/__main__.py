@@ -76,7 +76,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--settings",
         default="botsite.settings",
-        help="settings module of the stack; `tuned`, `inline`: proposed changes (bench/*_settings.py)",
+        help="settings module of the stack; `tuned`: proposed changes (bench/*_settings.py)",
     )
     parser.add_argument(
         "--env",
@@ -104,7 +104,7 @@ class Stacks:
         self.current: Stack | None = None
 
     def settings_module(self) -> str:
-        named = {"tuned": "bench.tuned_settings", "inline": "bench.inline_settings"}
+        named = {"tuned": "bench.tuned_settings"}
         return named.get(self.args.settings, self.args.settings)
 
     def fresh(self, extra_env: dict[str, str] | None = None, concurrency: int | None = None) -> Stack:

@@ -25,14 +25,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-# (answer to send, kind of the request that closes the step, its groupId if a choice).
-SCRIPT: list[tuple[dict[str, Any], str, str | None]] = [
-    ({"kind": "ChoiceResponse", "groupId": "lang", "itemId": "rust", "content": "Rust"}, "ChoiceRequest", "others"),
-    ({"kind": "ChoiceResponse", "groupId": "others", "itemId": "yes", "content": "Yes"}, "ChoiceRequest", "lang"),
-    ({"kind": "ChoiceResponse", "groupId": "lang", "itemId": "other", "content": "Other"}, "StartChatSession", None),
-    ({"kind": "UserText", "sessionId": "langPreference", "content": "Python"}, "ChoiceRequest", "others"),
-    ({"kind": "ChoiceResponse", "groupId": "others", "itemId": "no", "content": "No"}, "BotText", None),
-]
+from flows.demo.walkthrough import WALKTHROUGH as SCRIPT  # the demo flow walked once
+
 # Each conversation: the flow's start plus one step per answer.
 STEPS_PER_CONVERSATION = 1 + len(SCRIPT)
 

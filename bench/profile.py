@@ -54,6 +54,9 @@ class Profiler:
                     "--output",
                     str(out),
                     "--nonblocking",
+                    # Only samples that hold the GIL: CPU spent in Python, not threads waiting
+                    # in a system call (a socket write, SQLite's lock), which would look hot.
+                    "--gil",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

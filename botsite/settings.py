@@ -93,24 +93,20 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: channel layer, Celery broker, cache ----------------------------------------------
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis" / "redis.sock"
 REDIS_URL = env_str("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
+# Redis pub/sub: a message to a group is one PUBLISH, and every daphne process receives it on
+# the one connection it subscribed with (the list-based layer takes ~8 round trips per message);
+# subscriptions are batched per process (botsite/channel_layer.py).
+# Nothing is kept for a socket that is not connected, which is fine here: the message log is
+# the truth and every adapter catches up from it (`?after=`, gap repair, the reply watchdog).
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "botsite.channel_layer.PubSubChannelLayer",
         "CONFIG": {
-            # redis-py 8 defaults to a 5 s socket timeout, which kills idle blocking reads.
-            # redis-py's async pool refuses (rather than waits) past max_connections, which a
-            # burst of handshakes reached at its default of 100.
-            "hosts": [
-                {
-                    "address": redis_url_for_db(REDIS_URL, 0),
-                    "socket_timeout": None,
-                    "max_connections": env_int("CHANNEL_REDIS_MAX_CONNECTIONS", 2000),
-                }
-            ],
-            # The default capacity (100) silently drops bursts of streamed chunks.
-            "capacity": env_int("CHANNEL_CAPACITY", 5000),
-            "expiry": 60,
-            "group_expiry": 86400,
+            # redis-py 8 defaults to a 5 s socket timeout; the subscriber's reads wait longer.
+            "hosts": [{"address": redis_url_for_db(REDIS_URL, 0), "socket_timeout": None}],
+            # Pub/sub channels ignore the database number: deployments sharing one Redis server
+            # keep apart by prefix.
+            "prefix": env_str("CHANNEL_LAYER_PREFIX") or "botsite",
         },
     }
 }

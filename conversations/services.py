@@ -7,25 +7,23 @@ sees anything that is not stored.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from conversations import turns
-from conversations.events import Event, error_event, message_event, turn_event
+from conversations import bulk, inbox, turns
+from conversations.events import error_event, message_event, turn_event
+from conversations.inbox import InputResult, PendingInput, as_uuid
 from conversations.models import Channel, Conversation, Message, TurnState
 from conversations.publish import publish_on_commit
-from flows.engine import Generate, Position, Rejection, SendRequest
 from flows.models import Brand
-from flows.selectors import active_flow_version_id, flow_for_version
+from flows.selectors import active_flow_version_id
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +95,33 @@ def conversation_open(
             meta=meta or {},
         )
         if channel == Channel.ASSISTANT:
-            _enqueue_on_commit("advance_flow", str(conversation.pk))
+            _enqueue_on_commit("advance_flows", [str(conversation.pk)])
     return conversation
+
+
+NEW_CONVERSATION_FIELDS = (
+    "id", "brand", "channel", "visitor_key", "user_id", "external_id", "flow_version", "flow_position", "turn_state",
+    "turn_changed_at", "last_seq", "last_error", "meta", "created_at", "updated_at", "ended_at",
+)  # fmt: skip
+
+
+def assistant_conversations_open(visitors: Sequence[tuple[Brand, str, uuid.UUID]]) -> list[None]:
+    """Open new visitors' assistant conversations, given as (brand, visitor key, id), with one
+    INSERT and one task that starts all their flows (a web process's handshakes, batched)."""
+    versions: dict[int, int | None] = {}
+    now = timezone.now()
+    rows: list[tuple[Any, ...]] = []
+    for brand, visitor_key, conversation_id in visitors:
+        if brand.pk not in versions:
+            versions[brand.pk] = active_flow_version_id(brand)
+        rows.append(
+            (conversation_id, brand.pk, Channel.ASSISTANT, visitor_key, "", "", versions[brand.pk], None,
+             TurnState.IDLE, now, 0, "", {}, now, now, None)
+        )  # fmt: skip
+    with transaction.atomic():
+        bulk.insert_rows(Conversation, NEW_CONVERSATION_FIELDS, rows)
+        _enqueue_on_commit("advance_flows", [str(conversation_id) for _, _, conversation_id in visitors])
+    return [None] * len(rows)
 
 
 def conversation_end(conversation_id: Any, reason: str = "ended") -> None:
@@ -125,142 +148,17 @@ def assistant_reset(conversation_id: Any) -> Conversation:
 # --- The assistant: an inbox of visitor responses applied in order by a worker -----------------
 
 
-class InputResult(enum.Enum):
-    QUEUED = "queued"
-    DUPLICATE = "duplicate"
-    BUSY = "busy"
-
-
 def assistant_queue_input(
     conversation_id: Any, payload: dict[str, Any], *, client_id: str | None = None, reply_channel: str = ""
 ) -> InputResult:
-    """Store a visitor's response in the inbox and have a worker apply it.
-
-    Inputs are applied in arrival order, each once: a retry with the same `client_id` is a
-    duplicate (the unique constraint decides races); more than MAX_PENDING_INPUTS waiting is
-    `busy`. No row lock: the inbox is append-only and the worker orders it by id.
-    """
-    # No transaction: one read and one INSERT in autocommit hold SQLite's write lock for the
-    # INSERT alone, instead of queueing behind the worker for a whole BEGIN IMMEDIATE.
-    try:
-        if client_id:
-            earlier = list(
-                Message.objects.filter(conversation_id=conversation_id, client_id=client_id).values_list(
-                    "seq", flat=True
-                )[:1]
-            )
-            if earlier:
-                if earlier[0] is None:
-                    # A retry of an input still waiting: its first enqueue may have been lost.
-                    _enqueue_on_commit("advance_flow", str(conversation_id))
-                return InputResult.DUPLICATE
-        waiting = Message.objects.filter(conversation_id=conversation_id, seq__isnull=True).count()
-        if waiting >= settings.MAX_PENDING_INPUTS:
-            return InputResult.BUSY
-        Message.objects.create(
-            conversation_id=conversation_id,
-            seq=None,
-            direction=Message.Direction.IN,
-            kind=str(payload["kind"]),
-            payload=payload,
-            client_id=client_id,
-            reply_channel=reply_channel[:200],
-        )
-        _enqueue_on_commit("advance_flow", str(conversation_id))
-    except IntegrityError:
-        return InputResult.DUPLICATE
-    return InputResult.QUEUED
-
-
-class _Log:
-    """The messages one run appends, numbered as they come and stored in one INSERT."""
-
-    def __init__(self, conversation: Conversation) -> None:
-        self.conversation = conversation
-        self.new: list[Message] = []
-
-    def add(self, direction: str, kind: str, payload: dict[str, Any], client_id: str | None = None) -> Message:
-        self.conversation.last_seq += 1
-        message = Message(
-            conversation=self.conversation, seq=self.conversation.last_seq, direction=direction, kind=kind,
-            payload=payload, client_id=client_id,
-        )  # fmt: skip
-        self.new.append(message)
-        return message
+    """Store one visitor response in the inbox and have a worker apply it (see `inbox`)."""
+    item = PendingInput(as_uuid(conversation_id), payload, client_id, reply_channel)
+    return inbox.queue_inputs([item])[0]
 
 
 def assistant_advance(conversation_id: Any) -> None:
-    """Start the flow if it has not started, then apply every waiting input in order.
-
-    Safe to run twice and from several workers at once: each run holds the conversation's row
-    and works only on what is still waiting, so a second run finds nothing to do. One step costs
-    a handful of statements: lock, read the inbox, delete it, one turn UPDATE, two INSERTs.
-    """
-    with transaction.atomic():
-        conversation = lock_conversation(conversation_id)
-        if conversation.flow_version_id is None or conversation.ended_at is not None:
-            return
-        if conversation.turn_state in turns.IN_FLIGHT:
-            # A generated answer is being written; the generation task calls us again when done.
-            return
-        flow = flow_for_version(conversation.flow_version_id)
-        events: list[Event] = []
-        log = _Log(conversation)
-        if conversation.flow_position is None:
-            step = flow.start()
-            events += _apply_actions(conversation, log, step.actions)
-            conversation.flow_position = step.position.to_json()
-        inbox = list(Message.objects.filter(conversation=conversation, seq__isnull=True).order_by("id"))
-        done: list[int] = []
-        for pending in inbox:
-            done.append(pending.pk)
-            position = Position.from_json(conversation.flow_position)
-            result = flow.respond(position, pending.payload)
-            if isinstance(result, Rejection):
-                events.append(error_event("unexpected_response", result.reason, pending.reply_channel or None))
-                continue
-            payload = dict(pending.payload)
-            if payload.get("kind") == "ChoiceResponse" and not payload.get("content"):
-                # The seed client draws `message.content` on replay.
-                payload["content"] = flow.choice_content(str(payload["groupId"]), str(payload["itemId"])) or ""
-            # The accepted input is stored anew, so that ids follow the order of the log.
-            accepted = log.add(Message.Direction.IN, pending.kind, payload, pending.client_id)
-            events.append(message_event(accepted))
-            events += _apply_actions(conversation, log, result.actions)
-            conversation.flow_position = result.position.to_json()
-            generating = any(isinstance(a, Generate) for a in result.actions)
-            path: list[str] = [] if conversation.turn_state == TurnState.IDLE else [TurnState.IDLE]
-            path += [TurnState.USER_WRITING, TurnState.USER_COMMITTED, TurnState.AI_GENERATING]
-            if not generating:
-                path += [TurnState.AI_COMMITTED, TurnState.IDLE]
-            turns.move_through(conversation, path, "flow step")
-            if generating:
-                # The rest of the chain waits in meta; generation answers now and the inbox
-                # waits until it has committed.
-                break
-        if done:
-            Message.objects.filter(pk__in=done).delete()
-        Message.objects.bulk_create(log.new)
-        conversation.save(update_fields=["flow_position", "last_seq", "meta", "updated_at"])
-        publish_on_commit(conversation.pk, events)
-
-
-def _apply_actions(conversation: Conversation, log: _Log, actions: Iterable[object]) -> list[Event]:
-    """Log the bot's requests of one step. A generation action goes to a worker; the requests
-    after it wait in `meta["after_generation"]` until the answer is stored."""
-    events: list[Event] = []
-    actions = list(actions)
-    for index, action in enumerate(actions):
-        if isinstance(action, SendRequest):
-            message = log.add(Message.Direction.OUT, str(action.message["kind"]), action.message)
-            events.append(message_event(message))
-        elif isinstance(action, Generate):
-            after = [a.message for a in actions[index + 1 :] if isinstance(a, SendRequest)]
-            conversation.meta = {**conversation.meta, "after_generation": after}
-            # The visitor's text that asked for it is the last message logged.
-            _enqueue_on_commit("generate_answer", str(conversation.pk), conversation.last_seq)
-            break
-    return events
+    """Run one assistant conversation's flow up to the next point where it waits."""
+    inbox.advance([conversation_id])
 
 
 # --- Free-text turns: brand chat, sessions API, generated answers in flows --------------------

@@ -34,8 +34,8 @@ def requeue_stranded(older_than_seconds: int = REQUEUE_AFTER_SECONDS) -> int:
             created_at__lt=cutoff, ended_at__isnull=True,
         ).values_list("pk", flat=True)[:500]
     )  # fmt: skip
-    for conversation_id in waiting:
-        services.enqueue("advance_flow", str(conversation_id))
+    if waiting:
+        services.enqueue("advance_flows", sorted(str(conversation_id) for conversation_id in waiting))
     unanswered = Conversation.objects.filter(
         turn_state=TurnState.USER_COMMITTED, turn_changed_at__lt=cutoff, ended_at__isnull=True
     ).values_list("pk", flat=True)[:500]

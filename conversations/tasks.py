@@ -7,15 +7,21 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
-from conversations import services, sweeper
+from conversations import inbox, sweeper
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, max_retries=5, autoretry_for=(OSError,), retry_backoff=True)
+def advance_flows(conversation_ids: list[str]) -> None:
+    """Run assistant conversations' flows up to the next point where each waits (one batch)."""
+    inbox.advance(conversation_ids)
+
+
+@shared_task(acks_late=True, max_retries=5, autoretry_for=(OSError,), retry_backoff=True)
 def advance_flow(conversation_id: str) -> None:
-    """Run an assistant conversation's flow up to the next point where it waits."""
-    services.assistant_advance(conversation_id)
+    """One conversation; kept for tasks already queued by an earlier release."""
+    inbox.advance([conversation_id])
 
 
 @shared_task(acks_late=True, max_retries=3, autoretry_for=(OSError,), retry_backoff=True)

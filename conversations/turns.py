@@ -63,27 +63,38 @@ def move(conversation: Conversation, to_state: str, reason: str = "") -> None:
 
 def move_through(conversation: Conversation, states: list[str], reason: str = "") -> None:
     """Several moves in one conditional UPDATE; every step is still checked and recorded."""
-    from_state = conversation.turn_state
-    path = [from_state, *states]
-    for before, after in itertools.pairwise(path):
-        if not is_allowed(before, after):
-            raise TransitionRefused(f"{before} → {after} is not a turn transition")
+    from_state, changed_at = conversation.turn_state, conversation.turn_changed_at
     if not states:
         return
-    now = timezone.now()
+    moves = plan_through(conversation, states)
     changed = Conversation.objects.filter(pk=conversation.pk, turn_state=from_state).update(
-        turn_state=states[-1], turn_changed_at=now, updated_at=now
-    )
+        turn_state=conversation.turn_state, turn_changed_at=conversation.turn_changed_at,
+        updated_at=conversation.turn_changed_at,
+    )  # fmt: skip
     if changed != 1:
+        conversation.turn_state, conversation.turn_changed_at = from_state, changed_at
         raise TransitionRefused(f"{from_state} → {states[-1]} lost a race")
     TurnTransition.objects.bulk_create(
         TurnTransition(
-            conversation=conversation, from_state=before, to_state=after, reason=reason[:300], created_at=now
+            conversation=conversation, from_state=before, to_state=after, reason=reason[:300],
+            created_at=conversation.turn_changed_at,
         )
-        for before, after in itertools.pairwise(path)
-    )
-    conversation.turn_state = states[-1]
-    conversation.turn_changed_at = now
+        for before, after in moves
+    )  # fmt: skip
+
+
+def plan_through(conversation: Conversation, states: list[str]) -> list[tuple[str, str]]:
+    """Check a path of moves and apply it to the instance only, returning the (from, to) pairs
+    to record. The caller holds the row lock and writes the row and the audit rows (a worker
+    applying a batch of steps does so for many conversations at once)."""
+    path = [conversation.turn_state, *states]
+    for before, after in itertools.pairwise(path):
+        if not is_allowed(before, after):
+            raise TransitionRefused(f"{before} → {after} is not a turn transition")
+    if states:
+        conversation.turn_state = states[-1]
+        conversation.turn_changed_at = timezone.now()
+    return list(itertools.pairwise(path))
 
 
 def back_to_idle(conversation: Conversation, reason: str = "") -> None:

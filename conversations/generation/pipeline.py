@@ -355,7 +355,7 @@ def _continue_flow_on_commit(conversation_id: Any) -> None:
     """The assistant's inbox waited for this answer; let it go on."""
     from conversations import tasks  # tasks import this module lazily
 
-    transaction.on_commit(lambda: tasks.advance_flow.delay(str(conversation_id)))
+    transaction.on_commit(lambda: tasks.advance_flows.delay([str(conversation_id)]))
 
 
 # --- A redelivery after a worker died mid-answer -------------------------------------------------

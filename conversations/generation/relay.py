@@ -52,8 +52,8 @@ class Relay:
         self.pending: dict[StreamKey, tuple[int, list[str]]] = {}
         self.in_flight: dict[StreamKey, tuple[int, list[str]]] = {}
         self.failed: dict[StreamKey, BaseException] = {}
-        # streams whose log has its expiry → (their log's key, their group)
-        self.started: dict[StreamKey, tuple[str, str]] = {}
+        # streams whose log has its expiry → their log's key
+        self.started: dict[StreamKey, str] = {}
         self.wake = asyncio.Event()
         self.delivered = asyncio.Condition()
         self.client = streams.async_client()
@@ -125,20 +125,20 @@ class Relay:
 
     async def _deliver(self, batch: dict[StreamKey, tuple[int, list[str]]]) -> None:
         pipe = self.client.pipeline(transaction=False)
-        by_group: dict[str, list[list[Any]]] = {}
-        new: dict[StreamKey, tuple[str, str]] = {}
+        by_conversation: dict[Any, list[list[Any]]] = {}
+        new: dict[StreamKey, str] = {}
         for key, (first, pieces) in batch.items():
-            names = self.started.get(key)
-            if names is None:
-                names = new[key] = (streams.tokens_key(*key), group_name(key[0]))
-            pipe.rpush(names[0], *pieces)
+            log_key = self.started.get(key)
+            if log_key is None:
+                log_key = new[key] = streams.tokens_key(*key)
+            pipe.rpush(log_key, *pieces)
             if key in new:
-                pipe.expire(names[0], streams.KEEP_SECONDS)  # once per stream, not per piece
-            by_group.setdefault(names[1], []).append([key[1], first, pieces])
+                pipe.expire(log_key, streams.KEEP_SECONDS)  # once per stream, not per piece
+            by_conversation.setdefault(key[0], []).append([key[1], first, pieces])
         if batch:
             await pipe.execute()
         self.started.update(new)
-        await self.publisher.publish(by_group)
+        await self.publisher.publish(by_conversation)
 
 
 # --- The process's streaming loop ---------------------------------------------------------------

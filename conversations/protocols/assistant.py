@@ -17,9 +17,11 @@ from typing import Any
 
 from django.conf import settings
 
-from conversations import selectors, services
+from conversations import inbox, selectors, services
 from conversations.events import stream_pieces
+from conversations.inbox import InputResult, PendingInput
 from conversations.models import Channel, Message
+from conversations.protocols.batching import PerLoop
 from conversations.protocols.common import (
     ConversationConsumer,
     NulCharacter,
@@ -167,11 +169,9 @@ def _find_conversation(brand: Brand, sid: str) -> Any:
     return found.pk if found is not None else None
 
 
-@db_async
-def _open_conversation(brand: Brand, sid: str, conversation_id: uuid.UUID) -> None:
-    services.conversation_open(
-        brand, Channel.ASSISTANT, visitor_key=services.visitor_key_for(sid), conversation_id=conversation_id
-    )
+# Handshakes and inputs of all the sockets of a process are written in batches (group commit).
+_open_conversations = PerLoop(db_async(services.assistant_conversations_open))
+_store_inputs = PerLoop(db_async(inbox.queue_inputs))
 
 
 @db_async
@@ -209,10 +209,11 @@ class AssistantConsumer(ConversationConsumer):
         if is_new:
             # An unknown or forged value starts a new conversation under a new sid. Join its group
             # before it exists, so that nothing its first flow step publishes can be missed.
-            sid, conversation_id = secrets.token_hex(20), uuid.uuid4()
+            new_sid, conversation_id = secrets.token_hex(20), uuid.uuid4()
+            sid = new_sid
         await self._join(conversation_id)
         if is_new:
-            await _open_conversation(brand, sid, conversation_id)
+            await _open_conversations.submit((brand, services.visitor_key_for(new_sid), conversation_id))
         attributes = f"{COOKIE_NAME}={sid}; Path=/; Max-Age=31536000; SameSite=Lax"
         if is_secure(self.scope):
             attributes += "; Secure"
@@ -240,10 +241,10 @@ class AssistantConsumer(ConversationConsumer):
             self.last_sent = 0
             await self._catch_up()
             return
-        result = await db_async(services.assistant_queue_input)(
-            self.conversation_id, parsed.payload, client_id=parsed.client_id, reply_channel=self.channel_name
+        result = await _store_inputs.submit(
+            PendingInput(self.conversation_id, parsed.payload, parsed.client_id, self.channel_name)
         )
-        if result is services.InputResult.BUSY:
+        if result is InputResult.BUSY:
             await self._send(ProtocolError("busy", "Still working on your previous answers").as_wire())
         else:
             self._watch()

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 from websockets.exceptions import WebSocketException
@@ -25,17 +24,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from botsite import embedded_redis
 from conversations.models import Conversation, Message
+from flows.demo.walkthrough import WALKTHROUGH as SCRIPT  # the demo flow walked once
 from tests.live import Daphne
 from tests.live_worker import CeleryWorkerProcess
-
-# The demo flow, as (answer, the request that closes the step, its groupId).
-SCRIPT: list[tuple[dict[str, Any], str, str | None]] = [
-    ({"kind": "ChoiceResponse", "groupId": "lang", "itemId": "rust", "content": "Rust"}, "ChoiceRequest", "others"),
-    ({"kind": "ChoiceResponse", "groupId": "others", "itemId": "yes", "content": "Yes"}, "ChoiceRequest", "lang"),
-    ({"kind": "ChoiceResponse", "groupId": "lang", "itemId": "other", "content": "Other"}, "StartChatSession", None),
-    ({"kind": "UserText", "sessionId": "langPreference", "content": "Python"}, "ChoiceRequest", "others"),
-    ({"kind": "ChoiceResponse", "groupId": "others", "itemId": "no", "content": "No"}, "BotText", None),
-]
 
 
 class RedisServer:

@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 
 from conversations.models import Conversation, Message
 from tests.protocols.assistant_client import AssistantClient
+from tests.protocols.channel_layer import take_sockets_out_of_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -276,19 +277,12 @@ async def test_staff_edits_reach_the_next_visitor_not_the_current_one(techpro, w
 
 
 async def test_a_step_whose_live_events_were_lost_is_read_from_the_log(techpro, worker, monkeypatch):
-    from channels.layers import get_channel_layer
-
     from conversations.protocols import assistant
-    from conversations.publish import group_name
 
     monkeypatch.setattr(assistant, "WATCH_SECONDS", 0.3)
     client = await start()
     conversation_id = await database_sync_to_async(lambda: Conversation.objects.get().pk)()
-    layer = get_channel_layer()
-    group = group_name(conversation_id)
-    members = await layer.connection(layer.consistent_hash(group)).zrange(layer._group_key(group), 0, -1)
-    for channel in members:  # as if every live event of the step were lost
-        await layer.group_discard(group, channel.decode())
+    await take_sockets_out_of_group(conversation_id)  # as if every live event of the step were lost
     await client.send({**LANG, "itemId": "go"})
     nxt = await client.receive()
     # The next request, from the log; the visitor's own answer is not echoed back.

@@ -13,6 +13,7 @@ from conversations.models import Conversation, Message, TurnState
 from flows.demo import catalog
 from flows.models import Brand
 from tests.protocols.brand_chat_client import ChatbotWebSocket
+from tests.protocols.channel_layer import take_sockets_out_of_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -388,18 +389,7 @@ async def test_a_spent_daily_budget_answers_with_a_clear_notice(shop, worker):
 
 
 async def _stop_live_events(conversation_id: str) -> None:
-    """Take every socket out of the conversation's group, as a lost channel-layer message would."""
-    from channels.layers import get_channel_layer
-
-    from conversations.publish import group_name
-
-    layer = get_channel_layer()
-    group = group_name(uuid.UUID(conversation_id))
-    connection = layer.connection(layer.consistent_hash(group))
-    members = await connection.zrange(layer._group_key(group), 0, -1)
-    assert members, "the consumer should be in its conversation's group"
-    for channel in members:
-        await layer.group_discard(group, channel.decode())
+    await take_sockets_out_of_group(uuid.UUID(conversation_id))
 
 
 async def test_an_answer_whose_live_events_were_lost_is_read_from_the_log(shop, worker, monkeypatch):

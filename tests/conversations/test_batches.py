@@ -1,0 +1,158 @@
+"""The batched paths: many inputs stored at once, many conversations advanced and published at
+once. Each must give every conversation exactly what the one-at-a-time path gives it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from channels.layers import get_channel_layer
+
+from conversations import inbox, services
+from conversations.events import turn_event
+from conversations.models import Conversation, Message, TurnState, TurnTransition
+from conversations.protocols.batching import Coalescer
+from conversations.publish import group_name, publish_many
+from tests.live_worker import task_routed_to_private_queue
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def no_worker_interferes():
+    """These tests advance conversations themselves: the tasks they enqueue go to a queue that
+    no worker (e.g. the session's) consumes."""
+    with task_routed_to_private_queue("conversations.tasks.advance_flows"):
+        yield
+
+
+LANG_GO = {"kind": "ChoiceResponse", "groupId": "lang", "itemId": "go"}
+OTHERS_YES = {"kind": "ChoiceResponse", "groupId": "others", "itemId": "yes"}
+
+
+def _open(brand, n: int) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in range(n)]
+    services.assistant_conversations_open([(brand, f"visitor-{i}", ids[i]) for i in range(n)])
+    return ids
+
+
+def _log(conversation_id) -> list[tuple[int, str, str]]:
+    return list(
+        Message.objects.filter(conversation_id=conversation_id, seq__isnull=False)
+        .order_by("seq")
+        .values_list("seq", "direction", "kind")
+    )
+
+
+def test_a_batch_of_conversations_ends_as_if_each_ran_alone(techpro):
+    batched = _open(techpro, 5)
+    alone = _open(techpro, 1)[0]
+    inbox.advance(batched)
+    services.assistant_advance(alone)
+    items = [inbox.PendingInput(c, dict(LANG_GO), f"a-{c}", "") for c in batched]
+    items += [inbox.PendingInput(c, dict(OTHERS_YES), f"b-{c}", "") for c in batched]
+    assert inbox.queue_inputs(items) == [inbox.InputResult.QUEUED] * 10
+    inbox.advance(batched)
+    services.assistant_queue_input(alone, dict(LANG_GO))
+    services.assistant_queue_input(alone, dict(OTHERS_YES))
+    services.assistant_advance(alone)
+
+    expected = _log(alone)
+    assert len(expected) > 4
+    reference = Conversation.objects.get(pk=alone)
+    for conversation_id in batched:
+        assert _log(conversation_id) == expected
+        conversation = Conversation.objects.get(pk=conversation_id)
+        assert conversation.flow_position == reference.flow_position
+        assert conversation.last_seq == reference.last_seq == expected[-1][0]
+        assert conversation.turn_state == TurnState.IDLE
+        assert not Message.objects.filter(conversation_id=conversation_id, seq__isnull=True).exists()
+        transitions = TurnTransition.objects.filter(conversation_id=conversation_id).count()
+        assert transitions == TurnTransition.objects.filter(conversation_id=alone).count() == 10  # five per step
+
+
+def test_duplicates_and_floods_are_decided_per_input_within_one_batch(techpro, settings):
+    settings.MAX_PENDING_INPUTS = 2
+    first, second = _open(techpro, 2)
+    items = [
+        inbox.PendingInput(first, dict(LANG_GO), "same", ""),
+        inbox.PendingInput(first, dict(LANG_GO), "same", ""),  # a retry inside the batch
+        inbox.PendingInput(second, dict(LANG_GO), "same", ""),  # client ids are per conversation
+        inbox.PendingInput(second, dict(OTHERS_YES), None, ""),
+        inbox.PendingInput(second, dict(OTHERS_YES), None, ""),  # a third one waiting: busy
+    ]
+    results = inbox.queue_inputs(items)
+    Q, D, B = inbox.InputResult.QUEUED, inbox.InputResult.DUPLICATE, inbox.InputResult.BUSY
+    assert results == [Q, D, Q, Q, B]
+    assert Message.objects.filter(seq__isnull=True).count() == 3
+    # The same client id again, in a later batch, while the first still waits.
+    assert inbox.queue_inputs([inbox.PendingInput(first, dict(LANG_GO), "same", "")]) == [D]
+
+
+def test_an_ended_conversation_in_a_batch_is_left_alone(techpro):
+    running, ended = _open(techpro, 2)
+    Conversation.objects.filter(pk=ended).update(ended_at="2026-01-01T00:00:00Z")
+    inbox.advance([running, ended, uuid.uuid4()])  # an unknown id too
+    assert _log(running)
+    assert _log(ended) == []
+
+
+async def test_publish_many_reaches_every_member_of_every_group_once():
+    layer = get_channel_layer()
+    conversations = [uuid.uuid4() for _ in range(3)]
+    a, b, both = await layer.new_channel(), await layer.new_channel(), await layer.new_channel()
+    memberships = [(conversations[0], a), (conversations[1], b), (conversations[0], both), (conversations[1], both)]
+    for conversation_id, channel in memberships:
+        await layer.group_add(group_name(conversation_id), channel)
+    batches = [
+        (conversation_id, [turn_event(TurnState.IDLE, str(conversation_id))]) for conversation_id in conversations
+    ]
+    try:
+        await asyncio.to_thread(publish_many, batches)
+        async with asyncio.timeout(10):
+            got_a = [m["events"][0]["reason"] for m in [await layer.receive(a)]]
+            got_b = [m["events"][0]["reason"] for m in [await layer.receive(b)]]
+            got_both = sorted([(await layer.receive(both))["events"][0]["reason"] for _ in range(2)])
+    finally:
+        for conversation_id, channel in memberships:
+            await layer.group_discard(group_name(conversation_id), channel)
+    assert got_a == [str(conversations[0])]
+    assert got_b == [str(conversations[1])]
+    assert got_both == sorted([str(conversations[0]), str(conversations[1])])
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await layer.receive(a)  # nothing more: conversation 2's group had no members
+
+
+async def test_a_coalescer_hands_what_queued_meanwhile_to_one_batch():
+    calls: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def double(items: list[int]) -> list[int]:
+        calls.append(items)
+        if len(calls) == 1:
+            await release.wait()
+        return [item * 2 for item in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(double)
+    first = asyncio.create_task(coalescer.submit(1))
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(coalescer.submit(n)) for n in (2, 3, 4)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == 2
+    assert [await task for task in later] == [4, 6, 8]
+    assert calls == [[1], [2, 3, 4]]
+
+
+async def test_a_failed_batch_fails_its_submitters_and_the_next_batch_still_runs():
+    async def fragile(items: list[int]) -> list[int]:
+        if 0 in items:
+            raise ValueError("zero")
+        return items
+
+    coalescer: Coalescer[int, int] = Coalescer(fragile)
+    with pytest.raises(ValueError):
+        await coalescer.submit(0)
+    assert await coalescer.submit(5) == 5

@@ -1,0 +1,66 @@
+"""botsite/channel_layer.py against the real Redis: batched subscriptions behave like single ones."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.layers import get_channel_layer
+
+from botsite.channel_layer import PubSubChannelLayer
+
+
+async def _nothing_on(layer, channel: str) -> bool:
+    try:
+        async with asyncio.timeout(0.3):
+            await layer.receive(channel)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_hundreds_of_sockets_joining_at_once_all_get_the_group_message():
+    layer = get_channel_layer()
+    assert isinstance(layer, PubSubChannelLayer)
+    channels = await asyncio.gather(*(layer.new_channel() for _ in range(300)))
+    await asyncio.gather(*(layer.group_add("crowd", channel) for channel in channels))
+    await layer.group_send("crowd", {"type": "hello", "n": 1})
+    async with asyncio.timeout(10):
+        received = await asyncio.gather(*(layer.receive(channel) for channel in channels))
+    assert all(message == {"type": "hello", "n": 1} for message in received)
+
+    await asyncio.gather(*(layer.group_discard("crowd", channel) for channel in channels))
+    await layer.group_send("crowd", {"type": "hello", "n": 2})
+    assert await _nothing_on(layer, channels[0])
+
+
+async def test_a_leave_and_a_join_queued_together_apply_in_order():
+    layer = get_channel_layer()
+    stays, leaves = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("order", leaves)
+    # Queued in the same moment: discard `leaves`, then add `stays`, then add and discard again.
+    await asyncio.gather(
+        layer.group_discard("order", leaves),
+        layer.group_add("order", stays),
+        layer.group_add("order", leaves),
+        layer.group_discard("order", leaves),
+    )
+    await layer.group_send("order", {"type": "ping"})
+    async with asyncio.timeout(10):
+        assert await layer.receive(stays) == {"type": "ping"}
+    assert await _nothing_on(layer, leaves)
+
+
+@pytest.mark.parametrize("cancel_after", [0, 1])
+async def test_a_socket_closing_mid_subscribe_leaves_the_layer_usable(cancel_after):
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    joining = asyncio.ensure_future(layer.group_add("flaky", channel))
+    for _ in range(cancel_after):
+        await asyncio.sleep(0)
+    joining.cancel()
+    other = await layer.new_channel()
+    await layer.group_add("flaky", other)
+    await layer.group_send("flaky", {"type": "still"})
+    async with asyncio.timeout(10):
+        assert await layer.receive(other) == {"type": "still"}
