@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, TypeVar
@@ -14,12 +14,16 @@ from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import DatabaseSyncToAsync
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.core.cache import cache
 
 from conversations.publish import group_name
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -52,16 +56,24 @@ def is_secure(scope: dict[str, Any]) -> bool:
 
 
 class RateLimiter:
-    """At most `limit` events in any `window` seconds (a sliding log; small limits only)."""
+    """At most `limit` events in any `window` seconds (a sliding log; small limits only).
+
+    A list, not a deque: every open socket holds one, an empty deque costs ~600 bytes and an
+    empty list 56, and trimming a log of at most `limit` entries from the front is cheap."""
+
+    __slots__ = ("clock", "events", "limit", "window")
 
     def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit, self.window, self.clock = limit, window, clock
-        self.events: deque[float] = deque()
+        self.events: list[float] = []
 
     def allow(self) -> bool:
         now = self.clock()
-        while self.events and now - self.events[0] >= self.window:
-            self.events.popleft()
+        expired = 0
+        while expired < len(self.events) and now - self.events[expired] >= self.window:
+            expired += 1
+        if expired:
+            del self.events[:expired]
         if self.limit and len(self.events) >= self.limit:
             return False
         self.events.append(now)
@@ -162,6 +174,25 @@ def db_async(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     return DatabaseSyncToAsync(func, thread_sensitive=False)  # type: ignore[return-value]
 
 
+class _Inbox:
+    """Stands in for the pub/sub layer's queue of one socket's channel: a message for it goes
+    straight, deserialized, into the socket's ASGI input queue, where the consumer's one loop
+    reads it. No receive task per socket.
+
+    At most BACKLOG messages wait; a conversation event dropped beyond that is repaired from the
+    log like any other gap (the consumers notice it by `seq`)."""
+
+    BACKLOG = 1000
+    __slots__ = ("deserialize", "queue")
+
+    def __init__(self, queue: Any, deserialize: Callable[[bytes], Any]) -> None:
+        self.queue, self.deserialize = queue, deserialize
+
+    def put_nowait(self, data: bytes) -> None:
+        if self.queue.qsize() < self.BACKLOG:
+            self.queue.put_nowait(self.deserialize(data))
+
+
 class ConversationConsumer(AsyncWebsocketConsumer):
     """Base of the WebSocket adapters: a socket that follows one conversation's group at a time.
 
@@ -174,6 +205,37 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     conversation_id: Any = None
     watchdog: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Channels' loop, with the channel layer's messages arriving in the socket's own input
+        queue (`_Inbox`): one waiting coroutine per idle socket instead of a receive task, a queue
+        and the tasks `await_many_dispatch` keeps. Falls back to Channels' loop when the server's
+        `receive` is not a queue's `get` or the layer is not the Redis pub/sub one."""
+        queue = getattr(receive, "__self__", None)
+        layer = get_channel_layer(self.channel_layer_alias)
+        if not (
+            callable(getattr(queue, "put_nowait", None))
+            and callable(getattr(queue, "qsize", None))
+            and isinstance(layer, RedisPubSubChannelLayer)
+        ):
+            await super().__call__(scope, receive, send)
+            return
+        self.scope = scope
+        self.channel_layer = layer
+        self.channel_name = await layer.new_channel()
+        self.base_send = send
+        loop_layer = layer._get_layer()  # channels-redis 4.3: channel name → its queue
+        loop_layer.channels[self.channel_name] = _Inbox(queue, layer.deserialize)
+        try:
+            while True:
+                message = await receive()
+                await self.dispatch(message)
+                del message  # an idle socket should not keep its last event alive
+        except StopConsumer:
+            pass
+        finally:
+            loop_layer.channels.pop(self.channel_name, None)
+            await loop_layer._get_shard(self.channel_name).unsubscribe(self.channel_name)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, get_handler_name(message), None)
