@@ -156,6 +156,15 @@ def assistant_queue_input(
     return inbox.queue_inputs([item])[0]
 
 
+def assistant_resume(conversation: Conversation) -> None:
+    """A visitor came back: if the flow has not started or inputs still wait (their task may have
+    been lost with the broker), have a worker go on now instead of at the sweeper's next round."""
+    if conversation.flow_version_id is None:
+        return
+    if conversation.flow_position is None or conversation.messages.filter(seq__isnull=True).exists():
+        enqueue("advance_flows", [str(conversation.pk)])
+
+
 def assistant_advance(conversation_id: Any) -> None:
     """Run one assistant conversation's flow up to the next point where it waits."""
     inbox.advance([conversation_id])

@@ -166,7 +166,10 @@ async def _load_brand(slug: str) -> Brand | None:
 @db_async
 def _find_conversation(brand: Brand, sid: str) -> Any:
     found = selectors.open_conversation_for_visitor(brand.pk, Channel.ASSISTANT, services.visitor_key_for(sid))
-    return found.pk if found is not None else None
+    if found is None:
+        return None
+    services.assistant_resume(found)
+    return found.pk
 
 
 # Handshakes and inputs of all the sockets of a process are written in batches (group commit).

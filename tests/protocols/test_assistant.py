@@ -298,3 +298,42 @@ async def test_text_with_a_nul_character_is_refused_on_every_database(techpro, w
     assert (await client.receive())["code"] == "invalid"
     assert await counts() == before
     await client.close()
+
+
+async def test_a_returning_visitor_restarts_work_whose_task_was_lost(techpro, worker):
+    """The broker lost the task that starts the flow and the one that applies an answer (e.g. a
+    Redis restart between commit and enqueue): the visitor coming back sets both going again."""
+    from conversations import inbox, services
+    from conversations.models import Channel
+    from tests.live_worker import task_routed_to_private_queue
+
+    sid = "ab" * 20
+
+    @database_sync_to_async
+    def open_with_lost_tasks():
+        with task_routed_to_private_queue("conversations.tasks.advance_flows"):  # nobody consumes it
+            conversation = services.conversation_open(
+                techpro, Channel.ASSISTANT, visitor_key=services.visitor_key_for(sid)
+            )
+        return conversation
+
+    conversation = await open_with_lost_tasks()
+    client = AssistantClient(cookie=sid)
+    await client.connect()
+    assert client.sid == sid
+    assert (await client.receive_until("ChoiceRequest"))[-1]["groupId"] == "lang"
+    await client.close()
+
+    @database_sync_to_async
+    def answer_with_lost_task():
+        with task_routed_to_private_queue("conversations.tasks.advance_flows"):
+            item = inbox.PendingInput(conversation.pk, {**LANG, "itemId": "go"}, "lost-1", "")
+            assert inbox.queue_inputs([item]) == [inbox.InputResult.QUEUED]
+
+    await answer_with_lost_task()
+    again = AssistantClient(cookie=sid)
+    await again.connect()
+    requests = [m for m in await again.receive_until("ChoiceRequest")]  # the replay: the greeting, lang
+    requests += await again.receive_until("ChoiceRequest")  # the answer applied: the next question
+    assert [m["groupId"] for m in requests if m["kind"] == "ChoiceRequest"] == ["lang", "others"]
+    await again.close()
