@@ -58,15 +58,6 @@ def insert_rows(model: type[models.Model], names: Sequence[str], rows: Sequence[
         cursor.executemany(sql, _prepare(connection, fields, rows))
 
 
-def insert(objects: Sequence[models.Model], names: Sequence[str]) -> None:
-    """INSERT model instances (all of one model) with only the fields `names`."""
-    if not objects:
-        return
-    model = type(objects[0])
-    fields = _fields(model, names)
-    insert_rows(model, names, [[field.pre_save(obj, True) for field in fields] for obj in objects])
-
-
 def update(objects: Sequence[models.Model], names: Sequence[str]) -> None:
     """UPDATE the fields `names` of each of `objects` (one model) from the instances' values."""
     if not objects:

@@ -60,12 +60,7 @@ def run_in_publish_loop(coroutine: Coroutine[Any, Any, Any], timeout: float = 10
 def publish(conversation_id: Any, events: Sequence[Event]) -> None:
     """Send events now, from synchronous code. A dead Redis must not fail the caller: the
     message log is the truth and clients catch up from it when they reconnect."""
-    if not events:
-        return
-    try:
-        run_in_publish_loop(publish_async(conversation_id, events))
-    except Exception:
-        logger.warning("publishing %d events failed; clients will catch up from the log", len(events), exc_info=True)
+    publish_many([(conversation_id, events)])
 
 
 async def publish_many_async(batches: Sequence[tuple[Any, Sequence[Event]]]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
@@ -23,7 +22,6 @@ from django.core.cache import cache
 from conversations.publish import group_name
 
 T = TypeVar("T")
-logger = logging.getLogger(__name__)
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
