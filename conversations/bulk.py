@@ -1,14 +1,16 @@
-"""Many rows in one statement, for the hot paths that write a batch of conversations at once.
+"""Many rows in one statement, for the hot paths that read and write a batch of conversations.
 
 `bulk_update` builds a CASE expression per field per row and resolves each one through the
-ORM (~3 ms a row, measured); `bulk_create` prepares every value through the SQL compiler.
-These helpers keep the ORM's per-field conversions (`get_db_prep_save`, so the same code runs on
-SQLite and PostgreSQL) and hand the rows to the driver's `executemany`.
+ORM (~3 ms a row, measured); `bulk_create` prepares every value through the SQL compiler, and a
+`pk__in` filter resolves every value of its list through lookups (~12 % of a worker's CPU with
+batches of hundreds). These helpers keep the ORM's per-field conversions (`get_db_prep_save`
+going in, the backend's and the field's converters coming out, so the same code runs on SQLite
+and PostgreSQL) and hand the rows to the driver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
@@ -23,23 +25,107 @@ def _fields(model: type[models.Model], names: Sequence[str]) -> list[models.Fiel
     return [model._meta.get_field(name) for name in names]  # type: ignore[misc]
 
 
+# Fields whose database value is the Python value itself on every backend Django ships, when
+# that value is already of the field's type (CharField.get_prep_value is str(), and so on).
+_PLAIN_FIELDS = {
+    "CharField": str,
+    "TextField": str,
+    "IntegerField": int,
+    "PositiveIntegerField": int,
+    "BigIntegerField": int,
+    "SmallIntegerField": int,
+    "BooleanField": bool,
+}
+
+
+def _plain_type(field: models.Field) -> type | None:
+    return _PLAIN_FIELDS.get(field.get_internal_type()) if not field.is_relation else None
+
+
 def _prepare(
     connection: BaseDatabaseWrapper, fields: list[models.Field], rows: Sequence[Sequence[Any]]
 ) -> list[list[Any]]:
     """Database values for `rows`. A batch repeats values (its timestamp, constants), so a value
-    that is the very object of the row above reuses that row's conversion."""
+    that is the very object of the row above reuses that row's conversion; a string, number or
+    flag for a plain field needs none."""
+    plain = [_plain_type(field) for field in fields]
     prepared: list[list[Any]] = []
     previous: Sequence[Any] = ()
     previous_prepared: list[Any] = []
     for row in rows:
         values = [
-            previous_prepared[index] if previous and previous[index] is value
+            value if plain[index] is not None and (value is None or type(value) is plain[index])
+            else previous_prepared[index] if previous and previous[index] is value
             else field.get_db_prep_save(value, connection)
             for index, (field, value) in enumerate(zip(fields, row, strict=True))
         ]  # fmt: skip
         prepared.append(values)
         previous, previous_prepared = row, values
     return prepared
+
+
+Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
+
+
+def select(
+    model: type[models.Model],
+    names: Sequence[str],
+    *,
+    where_in: Mapping[str, Collection[Any]],
+    null: Sequence[str] = (),
+    order_by: str | None = None,
+    lock: bool = False,
+    skip_locked: bool = False,
+) -> list[tuple[Any, ...]]:
+    """Rows of the fields `names` (foreign keys as ids) whose fields `where_in` have one of the
+    given values and whose fields `null` are NULL, as Python values. `lock`: FOR UPDATE where
+    the database has it (SQLite locks the whole database instead), `skip_locked` leaving out
+    rows another transaction holds."""
+    if any(not values for values in where_in.values()):
+        return []
+    connection = connections[DEFAULT_DB_ALIAS]
+    table = _quote(connection, model._meta.db_table)
+    fields = _fields(model, names)
+    conditions: list[str] = []
+    params: list[Any] = []
+    for name, values in where_in.items():
+        field = _fields(model, [name])[0]
+        target = field.target_field if field.is_relation else field  # type: ignore[attr-defined]
+        conditions.append(f"{_quote(connection, field.column)} IN ({', '.join(['%s'] * len(values))})")
+        params += [target.get_db_prep_value(value, connection, prepared=False) for value in values]
+    conditions += [f"{_quote(connection, field.column)} IS NULL" for field in _fields(model, null)]
+    columns = ", ".join(_quote(connection, field.column) for field in fields)
+    sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(conditions)}"  # noqa: S608 (names from model metadata)
+    if order_by:
+        sql += f" ORDER BY {_quote(connection, _fields(model, [order_by])[0].column)}"
+    if lock and connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+        if skip_locked and connection.features.has_select_for_update_skip_locked:
+            sql += " SKIP LOCKED"
+    columns_converters = [_converters(connection, model, field) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not any(columns_converters):
+        return [tuple(row) for row in rows]
+    converted = []
+    for row in rows:
+        values = list(row)
+        for index, column_converters in enumerate(columns_converters):
+            for converter, expression in column_converters:
+                values[index] = converter(values[index], expression, connection)
+        converted.append(tuple(values))
+    return converted
+
+
+def _converters(
+    connection: BaseDatabaseWrapper, model: type[models.Model], field: models.Field
+) -> list[tuple[Converter, Any]]:
+    """What the SQL compiler applies to a column's values: the backend's converters, then the
+    field's `from_db_value` (JSON, for one)."""
+    column = field.get_col(model._meta.db_table)
+    found = [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]
+    return [(converter, column) for converter in found]
 
 
 def insert_rows(model: type[models.Model], names: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -15,15 +15,14 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.utils import timezone
 
 from conversations import bulk, turns
@@ -72,15 +71,17 @@ def queue_inputs(inputs: Sequence[PendingInput]) -> list[InputResult]:
     client_ids = {item.client_id for item in inputs if item.client_id}
     known: dict[tuple[uuid.UUID, str | None], int | None] = {}
     if client_ids:
-        rows = Message.objects.filter(conversation_id__in=conversation_ids, client_id__in=client_ids).values_list(
-            "conversation_id", "client_id", "seq"
+        rows = bulk.select(
+            Message,
+            ("conversation", "client_id", "seq"),
+            where_in={"conversation": conversation_ids, "client_id": client_ids},
         )
         known = {(conversation_id, client_id): seq for conversation_id, client_id, seq in rows}
-    waiting: dict[uuid.UUID, int] = dict(
-        Message.objects.filter(conversation_id__in=conversation_ids, seq__isnull=True)
-        .values("conversation_id")
-        .annotate(n=Count("id"))
-        .values_list("conversation_id", "n")
+    waiting: dict[uuid.UUID, int] = Counter(
+        conversation_id
+        for (conversation_id,) in bulk.select(
+            Message, ("conversation",), where_in={"conversation": conversation_ids}, null=("seq",)
+        )
     )
     results: list[InputResult] = []
     rows_to_store: list[tuple[Any, ...]] = []
@@ -215,25 +216,26 @@ def advance(conversation_ids: Iterable[Any]) -> None:
     if not ids:
         return
     published: list[tuple[Any, list[Event]]] = []
-    fields = (*CONVERSATION_FIELDS, "flow_version_id", "ended_at")
     with transaction.atomic():
-        locked = list(Conversation.objects.select_for_update().filter(pk__in=ids).order_by("pk").only(*fields))
+        locked = _lock_conversations(ids, skip_locked=False)
         others = set(
             Message.objects.filter(seq__isnull=True, conversation__ended_at__isnull=True)
-            .exclude(conversation_id__in=ids)
             .exclude(conversation__turn_state__in=turns.IN_FLIGHT)
             .order_by()
-            .values_list("conversation_id", flat=True)[: max(0, MAX_BATCH - len(ids))]
-        )
+            .values_list("conversation_id", flat=True)[:MAX_BATCH]
+        ).difference(ids)
         if others:
-            locked += Conversation.objects.select_for_update(skip_locked=True).filter(pk__in=others).only(*fields)
+            locked += _lock_conversations(sorted(others)[: max(0, MAX_BATCH - len(ids))], skip_locked=True)
         # A conversation whose generated answer is being written waits: generation calls us again.
         runnable = [c for c in locked if c.flow_version_id and not c.ended_at and c.turn_state not in turns.IN_FLIGHT]
         if not runnable:
             return
-        inboxes: dict[uuid.UUID, list[Message]] = defaultdict(list)
-        for pending in Message.objects.filter(conversation__in=runnable, seq__isnull=True).order_by("id"):
-            inboxes[pending.conversation_id].append(pending)
+        inboxes: dict[uuid.UUID, list[_Waiting]] = defaultdict(list)
+        for row in bulk.select(
+            Message, _Waiting.FIELDS, where_in={"conversation": [c.pk for c in runnable]}, null=("seq",), order_by="id"
+        ):
+            waiting_input = _Waiting(*row)
+            inboxes[waiting_input.conversation_id].append(waiting_input)
         done: list[int] = []
         runs: list[_Run] = []
         now = timezone.now()
@@ -257,7 +259,43 @@ def advance(conversation_ids: Iterable[Any]) -> None:
         transaction.on_commit(lambda: publish_many(published))
 
 
-def _apply_inbox(run: _Run, flow: Flow, inbox: list[Message]) -> list[int]:
+# What a batch reads of each conversation, in the model's field order (as `from_db` takes them).
+LOCKED_FIELDS = [
+    field
+    for field in Conversation._meta.concrete_fields
+    if field.name in {"id", *CONVERSATION_FIELDS, "flow_version", "ended_at"}
+]
+
+
+def _lock_conversations(ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Conversation]:
+    """The conversations `ids` (the fields a batch reads), their rows locked in id order."""
+    rows = bulk.select(
+        Conversation,
+        [field.name for field in LOCKED_FIELDS],
+        where_in={"id": ids},
+        order_by="id",
+        lock=True,
+        skip_locked=skip_locked,
+    )
+    names = [field.attname for field in LOCKED_FIELDS]
+    return [Conversation.from_db(DEFAULT_DB_ALIAS, names, row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """An input in the inbox, as a batch reads it."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("id", "conversation", "kind", "payload", "client_id", "reply_channel")
+
+    pk: int
+    conversation_id: uuid.UUID
+    kind: str
+    payload: dict[str, Any]
+    client_id: str | None
+    reply_channel: str
+
+
+def _apply_inbox(run: _Run, flow: Flow, inbox: list[_Waiting]) -> list[int]:
     """Apply one conversation's waiting inputs in order; the ids of the inputs consumed."""
     conversation = run.conversation
     if conversation.flow_position is None:

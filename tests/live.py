@@ -49,7 +49,16 @@ class Daphne:
         # A file, not a pipe: a pipe nobody reads fills up and blocks a chatty daphne.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "botsite.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "botsite.daphne_main",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "botsite.asgi:application",
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.DEVNULL,

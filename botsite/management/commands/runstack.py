@@ -61,7 +61,7 @@ class Command(BaseCommand):
         # daphne's 5 s handshake timeout drops visitors during a burst of connections; they
         # should wait a little instead.
         children = [
-            Child("daphne", [python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]),
+            Child("daphne", [python, "-m", "botsite.daphne_main", "-b", options["host"], "-p", str(options["port"]),
                              "--proxy-headers", "--websocket_connect_timeout", "30", "botsite.asgi:application"]),
             # Gossip, mingle and heartbeats serve monitoring tools; here they only cost CPU.
             Child("worker", [*celery, "worker", "--loglevel", log_level, "--concurrency", str(options["concurrency"]),
