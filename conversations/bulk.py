@@ -35,6 +35,8 @@ _PLAIN_FIELDS = {
     "BigIntegerField": int,
     "SmallIntegerField": int,
     "BooleanField": bool,
+    "AutoField": int,
+    "BigAutoField": int,
 }
 
 
@@ -171,4 +173,4 @@ def delete(model: type[models.Model], primary_keys: Sequence[object]) -> None:
     table, key = _quote(connection, model._meta.db_table), _quote(connection, pk.column)
     sql = f"DELETE FROM {table} WHERE {key} = %s"  # noqa: S608 (names from model metadata)
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [[pk.get_db_prep_save(key, connection)] for key in primary_keys])
+        cursor.executemany(sql, _prepare(connection, [pk], [[key] for key in primary_keys]))

@@ -259,11 +259,12 @@ def advance(conversation_ids: Iterable[Any]) -> None:
         transaction.on_commit(lambda: publish_many(published))
 
 
-# What a batch reads of each conversation, in the model's field order (as `from_db` takes them).
+# What a batch reads of each conversation, in the model's field order (as `from_db` takes
+# them); `updated_at` is only written.
 LOCKED_FIELDS = [
     field
     for field in Conversation._meta.concrete_fields
-    if field.name in {"id", *CONVERSATION_FIELDS, "flow_version", "ended_at"}
+    if field.name in {"id", *CONVERSATION_FIELDS, "flow_version", "ended_at"} - {"updated_at"}
 ]
 
 

@@ -83,7 +83,8 @@ class LoggedDaphne(Daphne):
 
         self.log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "botsite.daphne_main", "-b", "127.0.0.1", "-p", str(self.port), "botsite.asgi:application"],
+            [sys.executable, "-m", "botsite.daphne_main", "-b", "127.0.0.1", "-p", str(self.port),
+             "botsite.asgi:application"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
