@@ -1,4 +1,4 @@
-"""The load: a separate process of asyncio WebSocket clients (the `websockets` package).
+"""The load: a separate process of asyncio WebSocket clients (aiohttp's, on uvloop).
 
     python -m bench.client '{"mode": "flow", "url": "ws://127.0.0.1:PORT", "n": 100, ...}'
 
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+import aiohttp
 
 from flows.demo.walkthrough import WALKTHROUGH as SCRIPT  # the demo flow walked once
 
@@ -60,6 +60,8 @@ class Tally:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     step_ms: list[float] = field(default_factory=list)
+    # flow: step latencies by the second (since the start) in which the answer was sent
+    step_ms_by_second: dict[int, list[float]] = field(default_factory=dict)
     start_ms: list[float] = field(default_factory=list)
     # soak: (seconds since start, steps, errors) per 10 s window
     windows: dict[int, list[int]] = field(default_factory=dict)
@@ -76,20 +78,43 @@ class Tally:
         self._window()[0] += 1
         if keep:
             self.step_ms.append(ms)
+            if len(self.step_ms) < 200_000:
+                second = int(time.monotonic() - ms / 1000 - self.t0)
+                self.step_ms_by_second.setdefault(second, []).append(ms)
 
     def _window(self) -> list[int]:
         return self.windows.setdefault(int((time.monotonic() - self.t0) // 10) * 10, [0, 0])
 
 
-async def _await_kind(ws: ClientConnection, kind: str, group: str | None, timeout: float, last_seq: list[int]) -> None:
+def new_session() -> aiohttp.ClientSession:
+    """One session for all the visitors of the process: no connection limit, and no cookie jar,
+    so that each socket is a new visitor (the assistant sets its session cookie in the
+    handshake)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, force_close=True), cookie_jar=aiohttp.DummyCookieJar()
+    )
+
+
+async def open_socket(session: aiohttp.ClientSession, url: str, timeout: float) -> aiohttp.ClientWebSocketResponse:
+    async with asyncio.timeout(timeout):
+        return await session.ws_connect(
+            url, compress=0, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
+        )
+
+
+async def _await_kind(
+    ws: aiohttp.ClientWebSocketResponse, kind: str, group: str | None, timeout: float, last_seq: list[int]
+) -> None:
     """Read until the bot request `kind` (with `groupId` group) arrives; Error frames fail."""
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ConversationFailed(f"timeout waiting for {kind}")
-        raw = await asyncio.wait_for(ws.recv(), remaining)
-        message = json.loads(raw)
+        frame = await ws.receive(remaining)
+        if frame.type is not aiohttp.WSMsgType.TEXT:
+            raise ConversationFailed(f"socket closed ({frame.type.name}, {ws.close_code}) waiting for {kind}")
+        message = json.loads(frame.data)
         got = message.get("kind")
         if got == "Error":
             raise ConversationFailed(f"Error {message.get('code')}: {message.get('message')}")
@@ -102,11 +127,13 @@ async def _await_kind(ws: ClientConnection, kind: str, group: str | None, timeou
             return
 
 
-async def one_conversation(url: str, tally: Tally, think: float, timeout: float, keep: bool) -> None:
+async def one_conversation(
+    session: aiohttp.ClientSession, url: str, tally: Tally, think: float, timeout: float, keep: bool
+) -> None:
     began = time.perf_counter()
     last_seq = [0]
     try:
-        async with connect(url, open_timeout=timeout, close_timeout=2, max_queue=64, compression=None) as ws:
+        async with await open_socket(session, url, timeout) as ws:
             await _await_kind(ws, "ChoiceRequest", "lang", timeout, last_seq)
             tally.start_ms.append((time.perf_counter() - began) * 1000)
             tally.step(0.0, keep=False)  # the flow's start, as a step of CPU accounting
@@ -114,7 +141,7 @@ async def one_conversation(url: str, tally: Tally, think: float, timeout: float,
                 if think:
                     await asyncio.sleep(think)
                 sent = time.perf_counter()
-                await ws.send(json.dumps(answer))
+                await ws.send_str(json.dumps(answer))
                 await _await_kind(ws, kind, group, timeout, last_seq)
                 tally.step((time.perf_counter() - sent) * 1000, keep)
         tally.completed += 1
@@ -132,19 +159,20 @@ async def run_flow(cfg: dict[str, Any]) -> dict[str, Any]:
     tally = Tally()
     deadline = time.monotonic() + float(duration) if duration else None
 
-    async def visitor(index: int) -> None:
+    async def visitor(session: aiohttp.ClientSession, index: int) -> None:
         await asyncio.sleep(index / ramp)
         if think:
             # Spread the visitors over one think time so they do not answer in waves.
             await asyncio.sleep(random.uniform(0, think))
         while True:
-            await one_conversation(url, tally, think, timeout, keep=deadline is None or len(tally.step_ms) < 2_000_000)
+            await one_conversation(session, url, tally, think, timeout, keep=deadline is None or len(tally.step_ms) < 2_000_000)
             if deadline is None or time.monotonic() >= deadline:
                 return
 
     began = time.perf_counter()
     cpu0 = time.process_time()
-    await asyncio.gather(*(visitor(i) for i in range(n)))
+    async with new_session() as session:
+        await asyncio.gather(*(visitor(session, i) for i in range(n)))
     wall = time.perf_counter() - began
     return {
         "mode": cfg["mode"],
@@ -158,6 +186,9 @@ async def run_flow(cfg: dict[str, Any]) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "steps_per_s": round(tally.steps / wall, 1) if wall else None,
         "step_latency_ms": percentiles(tally.step_ms),
+        "step_latency_ms_by_second": [
+            {"second": second, **percentiles(values)} for second, values in sorted(tally.step_ms_by_second.items())
+        ],
         "start_latency_ms": percentiles(tally.start_ms),
         "client_cpu_s": round(time.process_time() - cpu0, 2),
         "windows": [[t, *v] for t, v in sorted(tally.windows.items())],
@@ -168,24 +199,25 @@ async def run_idle(cfg: dict[str, Any]) -> dict[str, Any]:
     n, timeout = int(cfg["n"]), float(cfg.get("timeout", 120))
     url = cfg["url"].rstrip("/") + "/ws/assistant/techpro/"
     gate = asyncio.Semaphore(int(cfg.get("parallel_opens", 200)))
-    sockets: list[ClientConnection] = []
+    sockets: list[aiohttp.ClientWebSocketResponse] = []
     errors: list[str] = []
 
-    async def open_one() -> None:
+    async def open_one(session: aiohttp.ClientSession) -> None:
         async with gate:
             try:
-                ws = await connect(url, open_timeout=timeout, close_timeout=1, max_queue=16, compression=None)
+                ws = await open_socket(session, url, timeout)
                 await _await_kind(ws, "ChoiceRequest", "lang", timeout, [0])
                 sockets.append(ws)
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
     began = time.perf_counter()
-    await asyncio.gather(*(open_one() for _ in range(n)))
-    print(json.dumps({"ready": len(sockets), "errors": len(errors)}), flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.readline)
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    async with new_session() as session:
+        await asyncio.gather(*(open_one(session) for _ in range(n)))
+        print(json.dumps({"ready": len(sockets), "errors": len(errors)}), flush=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.readline)
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     return {
         "mode": "idle",
         "n": n,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,9 +28,13 @@ class Child:
     args: list[str]
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    pass_fds: tuple[int, ...] = ()
 
     def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(self.args, env=env)
+        self.process = subprocess.Popen(self.args, env=env, pass_fds=self.pass_fds)
+
+
+LISTEN_BACKLOG = 4096
 
 
 class Command(BaseCommand):
@@ -41,6 +46,12 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=int(os.environ.get("CELERY_CONCURRENCY", "2")))
         parser.add_argument(
             "--pool", default=os.environ.get("CELERY_POOL", "prefork"), help="Celery pool: prefork (default) or threads"
+        )
+        parser.add_argument(
+            "--web-processes",
+            type=int,
+            default=int(os.environ.get("WEB_PROCESSES", "1")),
+            help="daphne processes sharing the port (Socket.IO's polling transport then needs sticky sessions)",
         )
         parser.add_argument("--no-demo", action="store_true", help="Do not load demo data.")
         parser.add_argument("--no-beat", action="store_true")
@@ -58,11 +69,27 @@ class Command(BaseCommand):
         python = sys.executable
         log_level = os.environ.get("LOG_LEVEL", "INFO")
         celery = [python, "-m", "celery", "-A", "botsite"]
+        # The listening socket is ours, not daphne's: its backlog holds a burst of new visitors
+        # (daphne's own is 50: past it, connections wait for SYN retries of 1, 3, 7 s), it stays
+        # open while a daphne that died is restarted, and several daphne processes can share it.
+        # (daphne adopts IPv4 sockets only; an IPv6 host gets one daphne binding it itself.)
+        pass_fds: tuple[int, ...]
+        if ":" in options["host"]:
+            bind, pass_fds, processes = ["-b", options["host"], "-p", str(options["port"])], (), 1
+        else:
+            listener = socket.create_server((options["host"], options["port"]), backlog=LISTEN_BACKLOG)
+            listener.set_inheritable(True)
+            bind, pass_fds = ["--fd", str(listener.fileno())], (listener.fileno(),)
+            processes = max(1, options["web_processes"])
         # daphne's 5 s handshake timeout drops visitors during a burst of connections; they
         # should wait a little instead.
+        daphne = [python, "-m", "botsite.daphne_main", *bind, "--proxy-headers", "--websocket_connect_timeout", "30",
+                  "botsite.asgi:application"]  # fmt: skip
         children = [
-            Child("daphne", [python, "-m", "botsite.daphne_main", "-b", options["host"], "-p", str(options["port"]),
-                             "--proxy-headers", "--websocket_connect_timeout", "30", "botsite.asgi:application"]),
+            Child("daphne" if processes == 1 else f"daphne-{index}", daphne, pass_fds=pass_fds)
+            for index in range(processes)
+        ]
+        children += [
             # Gossip, mingle and heartbeats serve monitoring tools; here they only cost CPU.
             Child("worker", [*celery, "worker", "--loglevel", log_level, "--concurrency", str(options["concurrency"]),
                              "--pool", options["pool"], "-n", f"worker-{os.getpid()}@%h",
