@@ -165,7 +165,8 @@ async def run_flow(cfg: dict[str, Any]) -> dict[str, Any]:
             # Spread the visitors over one think time so they do not answer in waves.
             await asyncio.sleep(random.uniform(0, think))
         while True:
-            await one_conversation(session, url, tally, think, timeout, keep=deadline is None or len(tally.step_ms) < 2_000_000)
+            keep = deadline is None or len(tally.step_ms) < 2_000_000
+            await one_conversation(session, url, tally, think, timeout, keep=keep)
             if deadline is None or time.monotonic() >= deadline:
                 return
 

@@ -183,9 +183,12 @@ class _Run:
         self.transitions: list[tuple[Any, ...]] = []
         self.events: list[Event] = []
         self.generate_after: int | None = None
+        # The fields of the conversation's row this run changes: only those are written.
+        self.changed: set[str] = {"updated_at"}
 
     def log(self, direction: str, kind: str, payload: dict[str, Any], client_id: str | None = None) -> None:
         self.conversation.last_seq += 1
+        self.changed.add("last_seq")
         seq = self.conversation.last_seq
         self.messages.append((self.conversation.pk, seq, direction, kind, payload, client_id, False, "", self.now))
         self.events.append(
@@ -193,6 +196,7 @@ class _Run:
         )
 
     def move_through(self, states: list[str], reason: str) -> None:
+        self.changed.update(("turn_state", "turn_changed_at"))
         for before, after in turns.plan_through(self.conversation, states):
             self.transitions.append((self.conversation.pk, before, after, reason, self.conversation.turn_changed_at))
 
@@ -251,7 +255,11 @@ def advance(conversation_ids: Iterable[Any]) -> None:
         bulk.delete(Message, done)
         bulk.insert_rows(Message, MESSAGE_FIELDS, [message for run in runs for message in run.messages])
         bulk.insert_rows(TurnTransition, TRANSITION_FIELDS, [row for run in runs for row in run.transitions])
-        bulk.update([run.conversation for run in runs], CONVERSATION_FIELDS)
+        by_changed: dict[tuple[str, ...], list[Conversation]] = defaultdict(list)
+        for run in runs:
+            by_changed[tuple(name for name in CONVERSATION_FIELDS if name in run.changed)].append(run.conversation)
+        for names, conversations in by_changed.items():
+            bulk.update(conversations, names)
         for run in runs:
             published.append((run.conversation.pk, run.events))
             if run.generate_after is not None:
@@ -260,11 +268,11 @@ def advance(conversation_ids: Iterable[Any]) -> None:
 
 
 # What a batch reads of each conversation, in the model's field order (as `from_db` takes
-# them); `updated_at` is only written.
+# them). The times are only written, and only by the runs that change them.
 LOCKED_FIELDS = [
     field
     for field in Conversation._meta.concrete_fields
-    if field.name in {"id", *CONVERSATION_FIELDS, "flow_version", "ended_at"} - {"updated_at"}
+    if field.name in {"id", "flow_position", "last_seq", "meta", "turn_state", "flow_version", "ended_at"}
 ]
 
 
@@ -303,6 +311,7 @@ def _apply_inbox(run: _Run, flow: Flow, inbox: list[_Waiting]) -> list[int]:
         step = flow.start()
         _apply_actions(run, step.actions)  # a start that generates is not allowed by the engine
         conversation.flow_position = step.position.to_json()
+        run.changed.add("flow_position")
     done: list[int] = []
     for pending in inbox:
         done.append(pending.pk)
@@ -319,6 +328,7 @@ def _apply_inbox(run: _Run, flow: Flow, inbox: list[_Waiting]) -> list[int]:
         run.log(Message.Direction.IN, pending.kind, payload, pending.client_id)
         generating = _apply_actions(run, result.actions)
         conversation.flow_position = result.position.to_json()
+        run.changed.add("flow_position")
         path: list[str] = [] if conversation.turn_state == TurnState.IDLE else [TurnState.IDLE]
         path += [TurnState.USER_WRITING, TurnState.USER_COMMITTED, TurnState.AI_GENERATING]
         if not generating:
@@ -340,6 +350,7 @@ def _apply_actions(run: _Run, actions: Iterable[object]) -> bool:
         elif isinstance(action, Generate):
             after = [a.message for a in actions[index + 1 :] if isinstance(a, SendRequest)]
             run.conversation.meta = {**run.conversation.meta, "after_generation": after}
+            run.changed.add("meta")
             # The visitor's text that asked for it is the last message logged.
             run.generate_after = run.conversation.last_seq
             return True

@@ -64,3 +64,29 @@ async def test_a_socket_closing_mid_subscribe_leaves_the_layer_usable(cancel_aft
     await layer.group_send("flaky", {"type": "still"})
     async with asyncio.timeout(10):
         assert await layer.receive(other) == {"type": "still"}
+
+
+async def test_a_burst_read_in_one_go_reaches_every_channel_in_order_with_subscriptions_between():
+    """Hundreds of messages sent at once arrive in few socket reads: the receive loop hands on
+    everything the parser holds, and subscription changes between them still go through redis-py."""
+    layer = get_channel_layer()
+    first, second = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("burst", first)
+    await asyncio.gather(*(layer.group_send("burst", {"type": "n", "n": n}) for n in range(300)))
+    async with asyncio.timeout(10):
+        got_first = [(await layer.receive(first))["n"] for _ in range(300)]
+    # The group's members are looked up when a message arrives: join once the first burst is in.
+    await asyncio.gather(
+        layer.group_add("burst", second),
+        *(layer.group_send("burst", {"type": "n", "n": n}) for n in range(300, 400)),
+        layer.group_add("another", second),
+    )
+    await layer.group_send("burst", {"type": "n", "n": 400})
+    async with asyncio.timeout(10):
+        got_first += [(await layer.receive(first))["n"] for _ in range(101)]
+        got_second = [(await layer.receive(second))["n"]]
+        while got_second[-1] != 400:  # whatever arrived after it joined, then the last one
+            got_second.append((await layer.receive(second))["n"])
+    assert got_first == list(range(401))
+    assert got_second == sorted(set(got_second))
+    assert await _nothing_on(layer, second)
