@@ -6,7 +6,6 @@ bot's requests to the conversation's group, and `conversation_events` renders th
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
@@ -30,6 +29,7 @@ from conversations.protocols.common import (
     db_async,
     header,
     is_secure,
+    late_replies,
     loads_json,
     query_param,
 )
@@ -192,7 +192,6 @@ class AssistantConsumer(ConversationConsumer):
 
     async def connect(self) -> None:
         self.conversation_id = None
-        self.watchdog: asyncio.Task[None] | None = None
         brand = await _load_brand(self.scope["url_route"]["kwargs"]["brand_id"])
         if brand is None:
             await self.accept()
@@ -287,18 +286,17 @@ class AssistantConsumer(ConversationConsumer):
                 await self._send(rendered)
 
     def _watch(self) -> None:
-        """Live events can be lost (a Redis restart, a backlog past the channel layer's expiry);
-        the log cannot. If nothing new arrives for a while after an input, read the log."""
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-        self.watchdog = asyncio.create_task(self._wait_for_reply(self.conversation_id, self.last_sent))
+        """If nothing new arrives for a while after an input, read the log (`LateReplies`)."""
+        conversation_id, seen, rounds = self.conversation_id, self.last_sent, [WATCH_ROUNDS]
 
-    async def _wait_for_reply(self, conversation_id: Any, seen: int) -> None:
-        for _ in range(WATCH_ROUNDS):
-            await asyncio.sleep(WATCH_SECONDS)
+        async def check() -> bool:
             if self.conversation_id != conversation_id or self.last_sent > seen:
-                return
+                return False
             await self._catch_up()
+            rounds[0] -= 1
+            return rounds[0] > 0
+
+        late_replies().watch(self, WATCH_SECONDS, check)
 
     async def _send(self, data: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(data, ensure_ascii=False))

@@ -11,7 +11,6 @@ one last chunk before `complete`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
@@ -32,6 +31,7 @@ from conversations.protocols.common import (
     RateLimiter,
     db_async,
     header,
+    late_replies,
     loads_json,
     visitor_rate_allows,
 )
@@ -253,7 +253,6 @@ class BrandChatConsumer(ConversationConsumer):
     async def connect(self) -> None:
         self.brand = None
         self.conversation_id = None
-        self.watchdog: asyncio.Task[None] | None = None
         self.group = ""
         self.sent, self.next_index, self.last_seq, self.finished = {}, {}, 0, set()
         slug = self.scope["url_route"]["kwargs"]["brand_id"]
@@ -309,22 +308,21 @@ class BrandChatConsumer(ConversationConsumer):
     def _watch(self, user_seq: int) -> None:
         """Events can be lost (a Redis restart, a backlog past the channel layer's expiry); the
         log cannot. If the answer has not arrived after a while, read it from the log."""
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-        self.watchdog = asyncio.create_task(self._wait_for_answer(self.conversation_id, user_seq))
+        conversation_id = self.conversation_id
 
-    async def _wait_for_answer(self, conversation_id: Any, user_seq: int) -> None:
-        while self.conversation_id == conversation_id and self.last_seq <= user_seq:
-            await asyncio.sleep(WATCH_SECONDS)
+        async def check() -> bool:
             if self.conversation_id != conversation_id or self.last_seq > user_seq:
-                return
+                return False
             answer, state, error = await _answer_after(conversation_id, user_seq)
             if answer is not None:
                 await self._stored(dict(message_event(answer)))
-                return
+                return False
             if state == "error":
                 await self._send(error_message(error or "Sorry, the answer failed. Please try again."))
-                return
+                return False
+            return True
+
+        late_replies().watch(self, WATCH_SECONDS, check)
 
     async def _rate_allows(self, brand: Brand, request: ChatRequest) -> bool:
         if not self.message_limiter.allow():

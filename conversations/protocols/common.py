@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, TypeVar
@@ -191,6 +192,70 @@ class _Inbox:
             self.queue.put_nowait(self.deserialize(data))
 
 
+Check = Callable[[], Awaitable[bool]]
+
+
+class LateReplies:
+    """Sockets waiting for live events after an input, for all the sockets of one event loop.
+
+    Live events can be lost (a Redis restart, a backlog past the channel layer's expiry); the
+    log cannot. After an input a socket asks to be checked in a few seconds; its `check` reads
+    the log if nothing arrived and says whether to look again after as long. One loop wakes at
+    most once a second for all of them, instead of a task with a timer per input, whose
+    cancellation at the next input left a CancelledError, its traceback and frames to the
+    cyclic garbage collector every step."""
+
+    def __init__(self) -> None:
+        self.due: dict[object, tuple[float, float, Check]] = {}
+        self.running: dict[object, asyncio.Task[None]] = {}
+        self.loop_task: asyncio.Task[None] | None = None
+
+    def watch(self, key: object, seconds: float, check: Check) -> None:
+        """Call `check` in `seconds` (and again as long as it returns True); replaces any
+        earlier watch of `key`."""
+        loop = asyncio.get_running_loop()
+        self.due[key] = (loop.time() + seconds, seconds, check)
+        if self.loop_task is None or self.loop_task.done():
+            self.loop_task = loop.create_task(self._run())
+
+    def forget(self, key: object) -> None:
+        self.due.pop(key, None)
+        running = self.running.pop(key, None)
+        if running is not None:
+            running.cancel()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.due:
+            now = loop.time()
+            await asyncio.sleep(max(0.0, min(1.0, min(deadline for deadline, _, _ in self.due.values()) - now)))
+            now = loop.time()
+            for key, (deadline, seconds, check) in list(self.due.items()):
+                if deadline <= now and key not in self.running:
+                    del self.due[key]
+                    self.running[key] = loop.create_task(self._check(key, seconds, check))
+
+    async def _check(self, key: object, seconds: float, check: Check) -> None:
+        try:
+            again = await check()
+        finally:
+            self.running.pop(key, None)
+        if again and key not in self.due:
+            self.watch(key, seconds, check)
+
+
+_late_replies: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LateReplies] = weakref.WeakKeyDictionary()
+
+
+def late_replies() -> LateReplies:
+    """The LateReplies of the running event loop (tests open and close loops; daphne has one)."""
+    loop = asyncio.get_running_loop()
+    found = _late_replies.get(loop)
+    if found is None:
+        found = _late_replies[loop] = LateReplies()
+    return found
+
+
 class ConversationConsumer(AsyncWebsocketConsumer):
     """Base of the WebSocket adapters: a socket that follows one conversation's group at a time.
 
@@ -202,7 +267,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     """
 
     conversation_id: Any = None
-    watchdog: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Channels' loop, with the channel layer's messages arriving in the socket's own input
@@ -250,7 +314,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         raise StopConsumer()
 
     async def disconnect(self, code: int) -> None:
-        if self.watchdog is not None:
-            self.watchdog.cancel()
+        late_replies().forget(self)
         if self.conversation_id is not None:
             await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
