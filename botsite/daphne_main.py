@@ -3,21 +3,15 @@
 daphne runs Twisted's asyncio reactor on the event loop it creates at import; with uvloop's
 policy in place first, that loop is uvloop's (libuv in C) instead of asyncio's pure-Python
 selector loop, which was a tenth of daphne's CPU per flow step (docs/performance.md).
-Without uvloop installed this is plain `python -m daphne`.
 """
 
 from __future__ import annotations
 
-import asyncio
+from botsite.eventloop import install_policy
 
 
 def main() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is pinned in requirements.txt
-        pass
-    else:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    install_policy()
     from daphne.cli import CommandLineInterface  # imports daphne.server, which creates the loop
 
     CommandLineInterface.entrypoint()

@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.db import transaction
 
+from botsite.eventloop import new_event_loop
 from conversations.events import GROUP_MESSAGE_TYPE, Event
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def _background_loop() -> asyncio.AbstractEventLoop:
     global _loop, _loop_pid
     with _loop_lock:
         if _loop is None or _loop_pid != os.getpid() or not _loop.is_running():
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="publish-loop", daemon=True)
             thread.start()
             _loop, _loop_pid = loop, os.getpid()

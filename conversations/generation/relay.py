@@ -31,6 +31,7 @@ from typing import Any
 
 from django.conf import settings
 
+from botsite.eventloop import new_event_loop
 from conversations.generation import streams
 from conversations.publish import StreamPiecePublisher, group_name
 
@@ -154,7 +155,7 @@ def _streaming_loop() -> asyncio.AbstractEventLoop:
     global _loop, _loop_pid
     with _lock:
         if _loop is None or _loop_pid != os.getpid() or not _loop.is_running():
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()
             threading.Thread(target=loop.run_forever, name="generation-loop", daemon=True).start()
             _loop, _loop_pid = loop, os.getpid()
             _relays.clear()
