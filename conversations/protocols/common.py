@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import time
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
@@ -284,9 +285,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.scope = scope
         self.channel_layer = layer
-        self.channel_name = await layer.new_channel()
         self.base_send = send
+        # The socket's name is only ever a member of its conversation's group (and the address
+        # an input's error is meant for); nothing sends to it directly, so it is registered in
+        # this process without a Redis subscription of its own (`new_channel` would subscribe
+        # it, and unsubscribe it at close: two commands and a queue per socket for nothing).
         loop_layer = layer._get_layer()  # channels-redis 4.3: channel name → its queue
+        self.channel_name = f"{loop_layer.prefix}specific.{uuid.uuid4().hex}"
         loop_layer.channels[self.channel_name] = _Inbox(queue, layer.deserialize)
         try:
             while True:
@@ -297,7 +302,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             pass
         finally:
             loop_layer.channels.pop(self.channel_name, None)
-            await loop_layer._get_shard(self.channel_name).unsubscribe(self.channel_name)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, get_handler_name(message), None)
