@@ -156,3 +156,28 @@ async def test_a_failed_batch_fails_its_submitters_and_the_next_batch_still_runs
     with pytest.raises(ValueError):
         await coalescer.submit(0)
     assert await coalescer.submit(5) == 5
+
+
+def test_storing_and_advancing_a_batch_never_scans_the_whole_message_log(techpro):
+    """The message log only grows: every read of a batch must go through an index to the rows
+    it wants. (Unordered, the look for other conversations' waiting inputs once scanned the
+    index of every stored message, and the soak's throughput fell as the log grew.)"""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "sqlite":
+        pytest.skip("reads SQLite's query plans")
+    ids = _open(techpro, 3)
+    inbox.advance(ids)
+    with CaptureQueriesContext(connection) as captured:
+        inbox.queue_inputs([inbox.PendingInput(i, dict(LANG_GO), f"c-{i}") for i in ids])
+        inbox.advance(ids[:1])
+    reads = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT")]
+    assert any("conversations_message" in sql for sql in reads)
+    with connection.cursor() as cursor:
+        for sql in reads:
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+            for step in (row[-1] for row in cursor.fetchall()):
+                assert not (step.startswith("SCAN conversations_message") and "message_inbox_idx" not in step), (
+                    f"{step} in {sql}"
+                )
