@@ -279,18 +279,16 @@ LOCKED_FIELDS = [
 ]
 
 
+LOCKED_NAMES = [field.name for field in LOCKED_FIELDS]
+LOCKED_ATTNAMES = [field.attname for field in LOCKED_FIELDS]
+
+
 def _lock_conversations(ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Conversation]:
     """The conversations `ids` (the fields a batch reads), their rows locked in id order."""
     rows = bulk.select(
-        Conversation,
-        [field.name for field in LOCKED_FIELDS],
-        where_in={"id": ids},
-        order_by="id",
-        lock=True,
-        skip_locked=skip_locked,
+        Conversation, LOCKED_NAMES, where_in={"id": ids}, order_by="id", lock=True, skip_locked=skip_locked
     )
-    names = [field.attname for field in LOCKED_FIELDS]
-    return [Conversation.from_db(DEFAULT_DB_ALIAS, names, row) for row in rows]
+    return [Conversation.from_db(DEFAULT_DB_ALIAS, LOCKED_ATTNAMES, row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from typing import Any
 
 from django.conf import settings
 
-from botsite.eventloop import new_event_loop
+from botsite.eventloop import LoopLocal, new_event_loop
 from conversations.generation import streams
 from conversations.publish import StreamPiecePublisher, group_name
 
@@ -146,7 +146,7 @@ class Relay:
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid: int | None = None
-_relays: dict[asyncio.AbstractEventLoop, Relay] = {}
+_relays: LoopLocal[Relay] = LoopLocal(Relay)
 _lock = threading.Lock()
 
 
@@ -174,11 +174,7 @@ def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
 
 def relay() -> Relay:
     """The relay of the running loop (in the streaming loop: one per process)."""
-    loop = asyncio.get_running_loop()
-    current = _relays.get(loop)
-    if current is None:
-        current = _relays[loop] = Relay()
-    return current
+    return _relays.get()
 
 
 # --- Heartbeats -------------------------------------------------------------------------------

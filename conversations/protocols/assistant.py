@@ -287,14 +287,15 @@ class AssistantConsumer(ConversationConsumer):
 
     def _watch(self) -> None:
         """If nothing new arrives for a while after an input, read the log (`LateReplies`)."""
-        conversation_id, seen, rounds = self.conversation_id, self.last_sent, [WATCH_ROUNDS]
+        conversation_id, seen, rounds = self.conversation_id, self.last_sent, WATCH_ROUNDS
 
         async def check() -> bool:
+            nonlocal rounds
             if self.conversation_id != conversation_id or self.last_sent > seen:
                 return False
             await self._catch_up()
-            rounds[0] -= 1
-            return rounds[0] > 0
+            rounds -= 1
+            return rounds > 0
 
         late_replies().watch(self, WATCH_SECONDS, check)
 

@@ -9,9 +9,10 @@ that one item and nothing waits; under load the fixed costs are shared by the wh
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from botsite.eventloop import LoopLocal
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -60,14 +61,7 @@ class PerLoop(Generic[Item, Result]):
     open and close loops; daphne has one)."""
 
     def __init__(self, batch: Callable[[list[Item]], Awaitable[Sequence[Result]]], max_batch: int = 500) -> None:
-        self.batch, self.max_batch = batch, max_batch
-        self.coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer[Item, Result]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.coalescers: LoopLocal[Coalescer[Item, Result]] = LoopLocal(lambda: Coalescer(batch, max_batch))
 
     async def submit(self, item: Item) -> Result:
-        loop = asyncio.get_running_loop()
-        coalescer = self.coalescers.get(loop)
-        if coalescer is None:
-            coalescer = self.coalescers[loop] = Coalescer(self.batch, self.max_batch)
-        return await coalescer.submit(item)
+        return await self.coalescers.get().submit(item)

@@ -7,7 +7,6 @@ import hashlib
 import json
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, TypeVar
@@ -21,6 +20,7 @@ from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.core.cache import cache
 
+from botsite.eventloop import LoopLocal
 from conversations.publish import group_name
 
 T = TypeVar("T")
@@ -245,16 +245,8 @@ class LateReplies:
             self.watch(key, seconds, check)
 
 
-_late_replies: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LateReplies] = weakref.WeakKeyDictionary()
-
-
-def late_replies() -> LateReplies:
-    """The LateReplies of the running event loop (tests open and close loops; daphne has one)."""
-    loop = asyncio.get_running_loop()
-    found = _late_replies.get(loop)
-    if found is None:
-        found = _late_replies[loop] = LateReplies()
-    return found
+# The LateReplies of the running event loop.
+late_replies = LoopLocal(LateReplies).get
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
