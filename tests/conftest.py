@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from amqp.exceptions import ChannelError
 from celery.contrib.testing.worker import start_worker
 from hypothesis import settings as hypothesis_settings
 
@@ -48,9 +51,37 @@ def celery_session_worker() -> Iterator[object]:
 
 
 @pytest.fixture
-def worker(celery_session_worker: object, transactional_db: None) -> object:
-    """Tests that need a worker see committed data only, hence the transactional database."""
-    return celery_session_worker
+def worker(celery_session_worker: object, transactional_db: None) -> Iterator[object]:
+    """Tests that need a worker see committed data only, hence the transactional database.
+
+    The worker outlives the test, so a step the test set off may still be running when the
+    database is emptied after it: on PostgreSQL that TRUNCATE and the step's reads deadlock.
+    Teardown waits for the worker to go idle first, then drops what is still queued."""
+    yield celery_session_worker
+    wait_until_worker_idle()
+
+
+def wait_until_worker_idle(timeout: float = 15.0) -> None:
+    from celery.worker import state
+
+    queue = celery_app.conf.task_default_queue
+    deadline = time.monotonic() + timeout
+    idle_rounds = 0
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        while idle_rounds < 3 and time.monotonic() < deadline:
+            queued = queued_messages(channel, queue)
+            busy = bool(state.active_requests or state.reserved_requests or queued)
+            idle_rounds = 0 if busy else idle_rounds + 1
+            time.sleep(0.02)
+        channel.queue_purge(queue)
+
+
+def queued_messages(channel: Any, queue: str) -> int:
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except ChannelError:  # the broker keeps no empty queue
+        return 0
 
 
 @pytest.fixture
