@@ -41,6 +41,21 @@ def techpro(db: None) -> Brand:
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """On PostgreSQL, end the sessions the worker's and the channel layer's threads still hold
+    on the test database, so that it can be dropped at the end of the run."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
+@pytest.fixture(scope="session")
 def celery_session_worker() -> Iterator[object]:
     """A real Celery worker (a thread of this process) consuming from the real broker."""
     celery_app.conf.task_always_eager = False
