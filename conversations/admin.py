@@ -32,7 +32,7 @@ class TurnTransitionInline(admin.TabularInline):
     model = TurnTransition
     extra = 0
     can_delete = False
-    readonly_fields = ("created_at", "from_state", "to_state", "reason")
+    readonly_fields = ("created_at", "from_state", "via", "to_state", "reason")
     fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

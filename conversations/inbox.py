@@ -167,7 +167,7 @@ MESSAGE_FIELDS = (
     "reply_channel",
     "created_at",
 )
-TRANSITION_FIELDS = ("conversation", "from_state", "to_state", "reason", "created_at")
+TRANSITION_FIELDS = ("conversation", "from_state", "via", "to_state", "reason", "created_at")
 CONVERSATION_FIELDS = ("flow_position", "last_seq", "meta", "turn_state", "turn_changed_at", "updated_at")
 
 
@@ -197,8 +197,10 @@ class _Run:
 
     def move_through(self, states: list[str], reason: str) -> None:
         self.changed.update(("turn_state", "turn_changed_at"))
-        for before, after in turns.plan_through(self.conversation, states):
-            self.transitions.append((self.conversation.pk, before, after, reason, self.conversation.turn_changed_at))
+        from_state, via, to_state = turns.as_audit_path(turns.plan_through(self.conversation, states))
+        self.transitions.append(
+            (self.conversation.pk, from_state, via, to_state, reason, self.conversation.turn_changed_at)
+        )
 
 
 # The most conversations one task advances: the ones it was sent for plus any others with inputs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 from django.db import models
@@ -117,10 +118,14 @@ class Message(models.Model):
 
 
 class TurnTransition(models.Model):
-    """Audit trail of turn states: one row per change, with why."""
+    """Audit trail of turn states: one row per move, or per path of moves made at one instant
+    (a flow step passes through five states at once), with why. `via` holds the states passed
+    between `from_state` and `to_state`, comma-separated: one row instead of five per flow step
+    kept SQLite's write lock free for everything else (docs/performance.md)."""
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="transitions")
     from_state = models.CharField(max_length=20, choices=TurnState.choices)
+    via = models.CharField(max_length=200, blank=True, default="")
     to_state = models.CharField(max_length=20, choices=TurnState.choices)
     reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -129,7 +134,15 @@ class TurnTransition(models.Model):
         ordering = ["conversation", "id"]
 
     def __str__(self) -> str:
-        return f"{self.from_state} → {self.to_state}"
+        return " → ".join(self.path())
+
+    def path(self) -> list[str]:
+        """Every state of the row in order, from `from_state` to `to_state`."""
+        return [self.from_state, *filter(None, self.via.split(",")), self.to_state]
+
+    def moves(self) -> list[tuple[str, str]]:
+        """The row's single moves, as (from, to) pairs."""
+        return list(itertools.pairwise(self.path()))
 
 
 class DailyUsage(models.Model):

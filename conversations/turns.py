@@ -62,7 +62,8 @@ def move(conversation: Conversation, to_state: str, reason: str = "") -> None:
 
 
 def move_through(conversation: Conversation, states: list[str], reason: str = "") -> None:
-    """Several moves in one conditional UPDATE; every step is still checked and recorded."""
+    """Several moves in one conditional UPDATE; every step is still checked, and recorded in
+    one audit row (`TurnTransition.via`)."""
     from_state, changed_at = conversation.turn_state, conversation.turn_changed_at
     if not states:
         return
@@ -74,12 +75,10 @@ def move_through(conversation: Conversation, states: list[str], reason: str = ""
     if changed != 1:
         conversation.turn_state, conversation.turn_changed_at = from_state, changed_at
         raise TransitionRefused(f"{from_state} → {states[-1]} lost a race")
-    TurnTransition.objects.bulk_create(
-        TurnTransition(
-            conversation=conversation, from_state=before, to_state=after, reason=reason[:300],
-            created_at=conversation.turn_changed_at,
-        )
-        for before, after in moves
+    first, via, last = as_audit_path(moves)
+    TurnTransition.objects.create(
+        conversation=conversation, from_state=first, via=via, to_state=last, reason=reason[:300],
+        created_at=conversation.turn_changed_at,
     )  # fmt: skip
 
 
@@ -95,6 +94,11 @@ def plan_through(conversation: Conversation, states: list[str]) -> list[tuple[st
         conversation.turn_state = states[-1]
         conversation.turn_changed_at = timezone.now()
     return list(itertools.pairwise(path))
+
+
+def as_audit_path(moves: list[tuple[str, str]]) -> tuple[str, str, str]:
+    """Moves made at one instant as one audit row's (from_state, via, to_state)."""
+    return moves[0][0], ",".join(after for _, after in moves[:-1]), moves[-1][1]
 
 
 def back_to_idle(conversation: Conversation, reason: str = "") -> None:

@@ -68,8 +68,10 @@ def test_a_batch_of_conversations_ends_as_if_each_ran_alone(techpro):
         assert conversation.last_seq == reference.last_seq == expected[-1][0]
         assert conversation.turn_state == TurnState.IDLE
         assert not Message.objects.filter(conversation_id=conversation_id, seq__isnull=True).exists()
-        transitions = TurnTransition.objects.filter(conversation_id=conversation_id).count()
-        assert transitions == TurnTransition.objects.filter(conversation_id=alone).count() == 10  # five per step
+        transitions = [t.path() for t in TurnTransition.objects.filter(conversation_id=conversation_id)]
+        # One audit row per step, naming the five moves it made.
+        step = ["idle", "user_writing", "user_committed", "ai_generating", "ai_committed", "idle"]
+        assert transitions == [t.path() for t in TurnTransition.objects.filter(conversation_id=alone)] == [step, step]
 
 
 def test_duplicates_and_floods_are_decided_per_input_within_one_batch(techpro, settings):

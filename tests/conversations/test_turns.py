@@ -86,8 +86,10 @@ def test_move_through_checks_and_records_every_step(techpro):
         turns.move_through(conversation, [S.USER_WRITING, S.AI_GENERATING])
     assert conversation.turn_state == S.IDLE
     turns.move_through(conversation, [S.USER_WRITING, S.USER_COMMITTED], "message")
-    rows = list(TurnTransition.objects.filter(conversation=conversation).values_list("from_state", "to_state"))
-    assert rows == [(S.IDLE, S.USER_WRITING), (S.USER_WRITING, S.USER_COMMITTED)]
+    (row,) = TurnTransition.objects.filter(conversation=conversation)
+    assert row.moves() == [(S.IDLE, S.USER_WRITING), (S.USER_WRITING, S.USER_COMMITTED)]
+    assert (row.from_state, row.via, row.to_state, row.reason) == (S.IDLE, S.USER_WRITING, S.USER_COMMITTED, "message")
+    assert str(row) == "idle → user_writing → user_committed"
 
 
 @pytest.mark.django_db

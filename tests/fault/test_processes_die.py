@@ -26,7 +26,8 @@ def finish(threads, visitors, timeout: float = 100.0) -> None:
 
 def test_a_worker_killed_mid_step_again_and_again_loses_and_doubles_nothing(techpro):
     with fault_stack() as stack:
-        visitors = [Visitor(stack, f"w{i}") for i in range(6)]
+        # Thinking 0.6 s before each of the five answers, a walk spans both faults below.
+        visitors = [Visitor(stack, f"w{i}", think=0.6) for i in range(6)]
         threads = walk_all(visitors)
         time.sleep(0.5)
         assert not any(v.done for v in visitors)

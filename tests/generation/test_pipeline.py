@@ -91,7 +91,7 @@ def test_the_answer_is_grounded_and_the_turn_ends_idle(model_brand, llm_server):
     assert system["role"] == "system" and "Indonesian" in system["content"]
     conversation.refresh_from_db()
     assert conversation.turn_state == "idle" and "generation" not in conversation.meta
-    path = list(conversation.transitions.values_list("from_state", "to_state"))
+    path = [move for transition in conversation.transitions.all() for move in transition.moves()]
     assert path[-3:] == [
         ("user_committed", "ai_generating"),
         ("ai_generating", "ai_committed"),
