@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from amqp.exceptions import ChannelError
 from celery.contrib.testing.worker import start_worker
+from django.test import TransactionTestCase
 from hypothesis import settings as hypothesis_settings
 
 from botsite.celery import app as celery_app
@@ -62,18 +64,32 @@ def celery_session_worker() -> Iterator[object]:
     with start_worker(
         celery_app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10
     ) as worker:
+        _session_worker_running.set()
         yield worker
+        _session_worker_running.clear()
 
 
 @pytest.fixture
-def worker(celery_session_worker: object, transactional_db: None) -> Iterator[object]:
-    """Tests that need a worker see committed data only, hence the transactional database.
+def worker(celery_session_worker: object, transactional_db: None) -> object:
+    """Tests that need a worker see committed data only, hence the transactional database."""
+    return celery_session_worker
 
-    The worker outlives the test, so a step the test set off may still be running when the
-    database is emptied after it: on PostgreSQL that TRUNCATE and the step's reads deadlock.
-    Teardown waits for the worker to go idle first, then drops what is still queued."""
-    yield celery_session_worker
-    wait_until_worker_idle()
+
+# Once started, the session's worker outlives each test, and any transactional test may have
+# set off a task (a step, a generation) that is still running when the database is emptied
+# after it: on PostgreSQL that TRUNCATE and the task's reads deadlock. So every emptying of
+# the database first waits for the worker to go idle and drops what is still queued.
+_session_worker_running = threading.Event()
+_empty_database = TransactionTestCase._fixture_teardown
+
+
+def _empty_database_once_the_worker_is_idle(self: TransactionTestCase) -> None:
+    if _session_worker_running.is_set():
+        wait_until_worker_idle()
+    _empty_database(self)
+
+
+TransactionTestCase._fixture_teardown = _empty_database_once_the_worker_is_idle  # type: ignore[method-assign]
 
 
 def wait_until_worker_idle(timeout: float = 15.0) -> None:
