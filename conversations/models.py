@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Sequence
 
 from django.db import models
 from django.db.models import Q
@@ -135,6 +136,11 @@ class TurnTransition(models.Model):
 
     def __str__(self) -> str:
         return " → ".join(self.path())
+
+    @staticmethod
+    def via_for(states: Sequence[str]) -> str:
+        """The `via` of a row whose path passes through `states` (in order)."""
+        return ",".join(states)
 
     def path(self) -> list[str]:
         """Every state of the row in order, from `from_state` to `to_state`."""

@@ -67,7 +67,7 @@ def move_through(conversation: Conversation, states: list[str], reason: str = ""
     from_state, changed_at = conversation.turn_state, conversation.turn_changed_at
     if not states:
         return
-    moves = plan_through(conversation, states)
+    _, via, to_state = plan_through(conversation, states)
     changed = Conversation.objects.filter(pk=conversation.pk, turn_state=from_state).update(
         turn_state=conversation.turn_state, turn_changed_at=conversation.turn_changed_at,
         updated_at=conversation.turn_changed_at,
@@ -75,30 +75,25 @@ def move_through(conversation: Conversation, states: list[str], reason: str = ""
     if changed != 1:
         conversation.turn_state, conversation.turn_changed_at = from_state, changed_at
         raise TransitionRefused(f"{from_state} → {states[-1]} lost a race")
-    first, via, last = as_audit_path(moves)
     TurnTransition.objects.create(
-        conversation=conversation, from_state=first, via=via, to_state=last, reason=reason[:300],
+        conversation=conversation, from_state=from_state, via=via, to_state=to_state, reason=reason[:300],
         created_at=conversation.turn_changed_at,
     )  # fmt: skip
 
 
-def plan_through(conversation: Conversation, states: list[str]) -> list[tuple[str, str]]:
-    """Check a path of moves and apply it to the instance only, returning the (from, to) pairs
-    to record. The caller holds the row lock and writes the row and the audit rows (a worker
-    applying a batch of steps does so for many conversations at once)."""
+def plan_through(conversation: Conversation, states: list[str]) -> tuple[str, str, str]:
+    """Check a path of moves and apply it to the instance only, returning the audit row that
+    records it: (from_state, via, to_state). The caller holds the row lock and writes the row
+    and the audit row (a worker applying a batch of steps does so for many conversations)."""
+    if not states:
+        raise ValueError("a path of moves needs at least one state")
     path = [conversation.turn_state, *states]
     for before, after in itertools.pairwise(path):
         if not is_allowed(before, after):
             raise TransitionRefused(f"{before} → {after} is not a turn transition")
-    if states:
-        conversation.turn_state = states[-1]
-        conversation.turn_changed_at = timezone.now()
-    return list(itertools.pairwise(path))
-
-
-def as_audit_path(moves: list[tuple[str, str]]) -> tuple[str, str, str]:
-    """Moves made at one instant as one audit row's (from_state, via, to_state)."""
-    return moves[0][0], ",".join(after for _, after in moves[:-1]), moves[-1][1]
+    conversation.turn_state = states[-1]
+    conversation.turn_changed_at = timezone.now()
+    return path[0], TurnTransition.via_for(states[:-1]), states[-1]
 
 
 def back_to_idle(conversation: Conversation, reason: str = "") -> None:
