@@ -67,6 +67,7 @@ def _prepare(
 
 
 Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
+ColumnConverters = list[list[tuple[Converter, Any]]]  # per column, with the expression each takes
 
 
 def select(
@@ -108,16 +109,7 @@ def select(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    if not any(columns_converters):
-        return [tuple(row) for row in rows]
-    converted = []
-    for row in rows:
-        values = list(row)
-        for index, column_converters in enumerate(columns_converters):
-            for converter, expression in column_converters:
-                values[index] = converter(values[index], expression, connection)
-        converted.append(tuple(values))
-    return converted
+    return _convert(connection, rows, columns_converters)
 
 
 def _converters(
@@ -130,6 +122,50 @@ def _converters(
     return [(converter, column) for converter in found]
 
 
+class CompiledQuery:
+    """An ORM query that a hot path runs again and again with the same parameters, built and
+    compiled to SQL once per database alias instead of on every run (for the inbox's "who else
+    waits" query that was a third of a one-conversation batch's CPU). `rows()` returns what
+    `values_list` would, converted the same way."""
+
+    def __init__(self, build: Callable[[], models.QuerySet[Any]]) -> None:
+        self.build = build
+        self._compiled: dict[str, tuple[str, tuple[Any, ...], ColumnConverters]] = {}
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        connection = connections[DEFAULT_DB_ALIAS]
+        compiled = self._compiled.get(connection.alias)
+        if compiled is None:
+            compiler = self.build().query.get_compiler(connection=connection)
+            sql, params = compiler.as_sql()
+            found = compiler.get_converters([column for column, _, _ in compiler.select])
+            columns_converters = [
+                [(converter, found[index][1]) for converter in found[index][0]] if index in found else []
+                for index in range(len(compiler.select))
+            ]
+            compiled = self._compiled[connection.alias] = (sql, tuple(params), columns_converters)
+        sql, params, columns_converters = compiled
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        return _convert(connection, rows, columns_converters)
+
+
+def _convert(
+    connection: BaseDatabaseWrapper, rows: Sequence[Sequence[Any]], columns_converters: ColumnConverters
+) -> list[tuple[Any, ...]]:
+    if not any(columns_converters):
+        return [tuple(row) for row in rows]
+    converted = []
+    for row in rows:
+        values = list(row)
+        for index, column_converters in enumerate(columns_converters):
+            for converter, expression in column_converters:
+                values[index] = converter(values[index], expression, connection)
+        converted.append(tuple(values))
+    return converted
+
+
 def insert_rows(model: type[models.Model], names: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """INSERT `rows` of Python values, one per field of `names` (foreign keys as ids), with
     primary keys left to the database; the other fields take their database defaults, so name
@@ -139,11 +175,29 @@ def insert_rows(model: type[models.Model], names: Sequence[str], rows: Sequence[
     connection = connections[DEFAULT_DB_ALIAS]  # not the proxy: it is read for every value
     fields = _fields(model, names)
     columns = ", ".join(_quote(connection, field.column) for field in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
+    row_placeholders = f"({', '.join(['%s'] * len(fields))})"
     table = _quote(connection, model._meta.db_table)
-    sql = f"INSERT INTO {table} ({columns}) VALUES ({placeholders})"  # noqa: S608 (names from model metadata)
+    prepared = _prepare(connection, fields, rows)
+    # Many rows per statement, not `executemany`: the driver releases the GIL around every
+    # statement it steps, and in a web process each release waits its turn behind the event
+    # loop to get it back (an INSERT of 50 inputs took 28 ms at p90 that way, 3 ms alone).
     with connection.cursor() as cursor:
-        cursor.executemany(sql, _prepare(connection, fields, rows))
+        for chunk in _chunks(prepared, _rows_per_statement(connection, fields, prepared)):
+            values = ", ".join([row_placeholders] * len(chunk))
+            sql = f"INSERT INTO {table} ({columns}) VALUES {values}"  # noqa: S608 (names from model metadata)
+            cursor.execute(sql, [value for row in chunk for value in row])
+
+
+# PostgreSQL's protocol takes at most 65,535 parameters a statement; Django's backend sets no limit.
+MAX_PARAMETERS = 30_000
+
+
+def _rows_per_statement(connection: BaseDatabaseWrapper, fields: list[models.Field], rows: Sequence[Any]) -> int:
+    return max(1, min(connection.ops.bulk_batch_size(fields, rows), MAX_PARAMETERS // len(fields)))
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def update(objects: Sequence[models.Model], names: Sequence[str]) -> None:
@@ -171,6 +225,8 @@ def delete(model: type[models.Model], primary_keys: Sequence[object]) -> None:
     pk = model._meta.pk
     assert pk is not None
     table, key = _quote(connection, model._meta.db_table), _quote(connection, pk.column)
-    sql = f"DELETE FROM {table} WHERE {key} = %s"  # noqa: S608 (names from model metadata)
+    prepared = [value for (value,) in _prepare(connection, [pk], [[key] for key in primary_keys])]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, _prepare(connection, [pk], [[key] for key in primary_keys]))
+        for chunk in _chunks(prepared, _rows_per_statement(connection, [pk], prepared)):
+            sql = f"DELETE FROM {table} WHERE {key} IN ({', '.join(['%s'] * len(chunk))})"  # noqa: S608
+            cursor.execute(sql, list(chunk))

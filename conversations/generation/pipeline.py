@@ -352,10 +352,9 @@ def _store(plan: Plan, attempts: list[Attempt]) -> None:
 
 
 def _continue_flow_on_commit(conversation_id: Any) -> None:
-    """The assistant's inbox waited for this answer; let it go on."""
-    from conversations import tasks  # tasks import this module lazily
-
-    transaction.on_commit(lambda: tasks.advance_flows.delay([str(conversation_id)]))
+    """The assistant's inbox waited for this answer; let it go on (through `services.enqueue`,
+    so that a broker that is down leaves it to the sweeper instead of failing the commit)."""
+    transaction.on_commit(lambda: services.enqueue("advance_flows", [str(conversation_id)]))
 
 
 # --- A redelivery after a worker died mid-answer -------------------------------------------------

@@ -74,6 +74,26 @@ def test_a_batch_of_conversations_ends_as_if_each_ran_alone(techpro):
         assert transitions == [t.path() for t in TurnTransition.objects.filter(conversation_id=alone)] == [step, step]
 
 
+def test_a_batch_larger_than_one_statement_is_stored_and_applied_whole(techpro):
+    """Rows go to the database many to a statement, as many statements as the backend's
+    parameter limit needs; a batch asked for one conversation applies every waiting one."""
+    ids = _open(techpro, 300)
+    inbox.advance(ids)  # 600 bot messages: several INSERTs
+    assert (
+        inbox.queue_inputs([inbox.PendingInput(c, dict(LANG_GO), f"go-{c}", "") for c in ids])
+        == [inbox.InputResult.QUEUED] * 300
+    )
+    waiting = inbox.WAITING_ELSEWHERE.rows()
+    assert len(waiting) == 300 and {type(conversation_id) for (conversation_id,) in waiting} == {uuid.UUID}
+    inbox.advance(ids[:1])
+    assert not Message.objects.filter(seq__isnull=True).exists()  # 300 inbox rows deleted
+    expected = _log(ids[0])
+    assert [kind for _, _, kind in expected] == ["BotText", "ChoiceRequest", "ChoiceResponse", "ChoiceRequest"]
+    for conversation_id in ids[1:]:
+        assert _log(conversation_id) == expected
+    assert Message.objects.filter(conversation_id__in=ids).count() == 4 * 300
+
+
 def test_duplicates_and_floods_are_decided_per_input_within_one_batch(techpro, settings):
     settings.MAX_PENDING_INPUTS = 2
     first, second = _open(techpro, 2)
