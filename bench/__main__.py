@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.calibrate import reference_cpu_ms
 from bench.client import STEPS_PER_CONVERSATION
 from bench.runner import ClientProcess, run_client
 from bench.stack import NotLoopback, ServerWatch, Stack, attach_stack, require_loopback, start_stack
@@ -236,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     parts = ["soak"] if args.soak else [p.strip() for p in args.only.split(",") if p.strip()]
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": _cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": _cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "reference_cpu_ms_before": reference_cpu_ms(),
+        },
         "steps_per_conversation": STEPS_PER_CONVERSATION,
         "options": vars(args),
     }
@@ -258,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
     finally:
         stacks.close()
+    results["machine"]["reference_cpu_ms_after"] = reference_cpu_ms()
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(results, indent=2))

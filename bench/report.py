@@ -39,6 +39,13 @@ def _peaks(server: dict[str, Any]) -> str:
 
 def table(results: dict[str, Any]) -> str:
     out: list[str] = []
+    machine = results.get("machine", {})
+    if "reference_cpu_ms_before" in machine:
+        out.append(
+            f"machine: {machine['cpus']} CPUs, Python {machine['python']}; reference workload "
+            f"{machine['reference_cpu_ms_before']} ms CPU before, {machine.get('reference_cpu_ms_after', '-')} after "
+            "(bench/calibrate.py; smaller is faster)"
+        )
     if results.get("flow"):
         out.append("\nflow steps (/ws/assistant/techpro/, the demo language flow; latency: answer → next request)")
         rows = []
