@@ -6,6 +6,7 @@ and Celery beat as child processes. A child that dies is restarted; Ctrl-C stops
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -83,8 +84,11 @@ class Command(BaseCommand):
             processes = max(1, options["web_processes"])
         # daphne's 5 s handshake timeout drops visitors during a burst of connections; they
         # should wait a little instead.
-        daphne = [python, "-m", "botsite.daphne_main", *bind, "--proxy-headers", "--websocket_connect_timeout", "30",
-                  "botsite.asgi:application"]  # fmt: skip
+        # daphne writes an access-log line per request and WebSocket connect and disconnect at
+        # its default verbosity; quieter LOG_LEVELs turn that off with the rest of its INFO.
+        verbosity = ["-v", "1" if logging.getLevelName(log_level.upper()) in (logging.DEBUG, logging.INFO) else "0"]
+        daphne = [python, "-m", "botsite.daphne_main", *bind, *verbosity, "--proxy-headers",
+                  "--websocket_connect_timeout", "30", "botsite.asgi:application"]  # fmt: skip
         children = [
             Child("daphne" if processes == 1 else f"daphne-{index}", daphne, pass_fds=pass_fds)
             for index in range(processes)
