@@ -2,8 +2,9 @@
 from one machine whose speed drifts) can be compared.
 
 Machines of the same kind differ: the same code measured 0.83-0.90 ms of CPU per flow step on
-one 2-core machine and 1.0-1.2 on another, where this reference took about three times as
-long. The benchmark runs it before and after its parts and records both.
+one 2-core machine and 1.0-1.2 on another, where retrieval also ran three to four times
+slower, and one machine's speed drifts by a quarter within minutes. The benchmark runs this
+before and after its parts and records both.
 """
 
 from __future__ import annotations
