@@ -124,17 +124,17 @@ def _converters(
 
 class CompiledQuery:
     """An ORM query that a hot path runs again and again with the same parameters, built and
-    compiled to SQL once per database alias instead of on every run (for the inbox's "who else
-    waits" query that was a third of a one-conversation batch's CPU). `rows()` returns what
-    `values_list` would, converted the same way."""
+    compiled to SQL once per process (for the default database) instead of on every run (for
+    the inbox's "who else waits" query that was a third of a one-conversation batch's CPU).
+    `rows()` returns what `values_list` would, converted the same way."""
 
     def __init__(self, build: Callable[[], models.QuerySet[Any]]) -> None:
         self.build = build
-        self._compiled: dict[str, tuple[str, tuple[Any, ...], ColumnConverters]] = {}
+        self._compiled: tuple[str, tuple[Any, ...], ColumnConverters] | None = None
 
     def rows(self) -> list[tuple[Any, ...]]:
         connection = connections[DEFAULT_DB_ALIAS]
-        compiled = self._compiled.get(connection.alias)
+        compiled = self._compiled
         if compiled is None:
             compiler = self.build().query.get_compiler(connection=connection)
             sql, params = compiler.as_sql()
@@ -143,7 +143,7 @@ class CompiledQuery:
                 [(converter, found[index][1]) for converter in found[index][0]] if index in found else []
                 for index in range(len(compiler.select))
             ]
-            compiled = self._compiled[connection.alias] = (sql, tuple(params), columns_converters)
+            compiled = self._compiled = (sql, tuple(params), columns_converters)
         sql, params, columns_converters = compiled
         with connection.cursor() as cursor:
             cursor.execute(sql, params)

@@ -43,6 +43,8 @@ from conversations.publish import publish_on_commit
 logger = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 20
+# The visitor's earlier texts that keep a short reply in the conversation's language and topic.
+EARLIER_TEXTS = 2
 PRODUCT_LIMIT = 3
 FAILED_MESSAGE = "Sorry, I could not answer right now. Please send your message again."
 INTERRUPTED_MESSAGE = "Sorry, the answer was interrupted. Please send your message again."
@@ -150,25 +152,28 @@ def _user_message(conversation: Conversation, user_seq: int) -> Message | None:
     )
 
 
+def _as_history(newest_first: list[Message]) -> tuple[ChatTurn, ...]:
+    return tuple(
+        ChatTurn(role="user" if m.direction == Message.Direction.IN else "assistant", content=m.text)
+        for m in reversed(newest_first)
+        if m.text
+    )
+
+
+def _as_texts(newest_first: list[Message]) -> list[str]:
+    return [m.text for m in reversed(newest_first) if m.text]
+
+
 def _history(conversation: Conversation, before_seq: int) -> tuple[ChatTurn, ...]:
     earlier = Message.objects.filter(conversation=conversation, seq__lt=before_seq, seq__isnull=False).order_by("-seq")
-    history = []
-    for message in earlier[:HISTORY_LIMIT]:
-        text = message.text
-        if text:
-            role = "user" if message.direction == Message.Direction.IN else "assistant"
-            history.append(ChatTurn(role=role, content=text))
-    return tuple(reversed(history))
+    return _as_history(list(earlier[:HISTORY_LIMIT]))
 
 
-def _earlier_user_texts(conversation: Conversation, before_seq: int, limit: int = 2) -> list[str]:
+def _earlier_user_texts(conversation: Conversation, before_seq: int) -> list[str]:
     earlier = Message.objects.filter(
         conversation=conversation, direction=Message.Direction.IN, seq__lt=before_seq, seq__isnull=False
-    ).order_by("-seq")[:limit]
-    return [m.text for m in reversed(list(earlier)) if m.text]
-
-
-EARLIER_TEXTS = 2
+    ).order_by("-seq")[:EARLIER_TEXTS]
+    return _as_texts(list(earlier))
 
 
 def _context(conversation: Conversation, user_seq: int) -> tuple[Message | None, tuple[ChatTurn, ...], list[str]]:
@@ -185,16 +190,11 @@ def _context(conversation: Conversation, user_seq: int) -> tuple[Message | None,
         seq = message.seq if message and message.seq else None
         return message, _history(conversation, seq or user_seq + 1), _earlier_user_texts(conversation, seq or user_seq)
     message, before = window[0], window[1:]
-    history = tuple(
-        ChatTurn(role="user" if m.direction == Message.Direction.IN else "assistant", content=m.text)
-        for m in reversed(before)
-        if m.text
-    )
     visitor = [m for m in before if m.direction == Message.Direction.IN][:EARLIER_TEXTS]
     if len(visitor) < EARLIER_TEXTS and len(window) > HISTORY_LIMIT:
         # The visitor's earlier texts lie further back than the history reaches.
-        return message, history, _earlier_user_texts(conversation, message.seq or user_seq)
-    return message, history, [m.text for m in reversed(visitor) if m.text]
+        return message, _as_history(before), _earlier_user_texts(conversation, message.seq or user_seq)
+    return message, _as_history(before), _as_texts(visitor)
 
 
 def _products_named(answer: str, products: tuple[ScoredProduct, ...]) -> list[ScoredProduct]:
