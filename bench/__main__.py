@@ -46,8 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--url", help="use the stack already running here (loopback only)")
     parser.add_argument(
         "--only",
-        default="flow,stream,idle,retrieval",
-        help="comma-separated parts: flow, stream, idle, retrieval (default: all)",
+        default="flow,stream,idle,retrieval,writers",
+        help="comma-separated parts: flow, stream, idle, retrieval, writers (default: all)",
     )
     parser.add_argument(
         "--flow",
@@ -198,6 +198,13 @@ def bench_retrieval(args: argparse.Namespace) -> dict[str, Any]:
     return run_retrieval(args.products)
 
 
+def bench_writers() -> list[dict[str, Any]]:
+    from bench.sqlite_lock import run_writers
+
+    print("  SQLite writers waiting for each other …", file=sys.stderr, flush=True)
+    return run_writers()
+
+
 def bench_stream(stacks: Stacks, args: argparse.Namespace) -> list[dict[str, Any]]:
     from bench.streaming import run_streaming
 
@@ -255,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["idle"] = bench_idle(stacks, args)
             elif part == "retrieval":
                 results["retrieval"] = bench_retrieval(args)
+            elif part == "writers":
+                results["writers"] = bench_writers()
             elif part == "stream":
                 results["stream"] = bench_stream(stacks, args)
             elif part == "soak":

@@ -36,7 +36,8 @@ class Profiler:
         RESULTS.mkdir(exist_ok=True)
         runs = []
         for pid, stats in watch.stats.items():
-            if stats.role not in {"daphne", "worker-child"}:
+            # worker-main: with the threads pool (the streaming stack) the tasks run there.
+            if stats.role not in {"daphne", "worker-child", "worker-main"}:
                 continue
             out = RESULTS / f"profile-{label}-{stats.role}-{pid}.txt"
             process = subprocess.Popen(

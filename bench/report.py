@@ -144,6 +144,13 @@ def table(results: dict[str, Any]) -> str:
         else:
             shown = {k: v for k, v in r.items() if k != "available" and not isinstance(v, dict | list)}
             out.append("  " + ", ".join(f"{k}={_fmt(v, 2)}" for k, v in shown.items()))
+    if results.get("writers"):
+        out.append("\nSQLite writers taking turns (bench/sqlite_lock.py; wait: asking for the lock -> holding it)")
+        rows = [
+            [r["waiting"], r["writers"], r["hold_ms"], r["commits"], *(r["wait_ms"][k] for k in PERCENTILES)]
+            for r in results["writers"]
+        ]
+        out.append(_rows(["waiting in", "writers", "hold ms", "commits", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows))
     if results.get("soak"):
         r = results["soak"]
         lat = r["step_latency_ms"]
@@ -157,6 +164,9 @@ def table(results: dict[str, Any]) -> str:
         ]
         out.append(_rows(["process", "pid", "RSS after warm-up MiB", "RSS end MiB", "slope MiB/h"], rows))
     return "\n".join(out)
+
+
+PERCENTILES = ("p50", "p90", "p99", "max")
 
 
 def memory_slopes(watch: ServerWatch, warmup: float) -> list[dict[str, Any]]:

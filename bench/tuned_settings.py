@@ -11,6 +11,6 @@ from botsite.settings import DATABASES
 DEBUG = False
 # SQLite: keep each thread's connection instead of connecting (and running the PRAGMAs) per
 # request and per task.
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "botsite.sqlite":
     DATABASES["default"]["CONN_MAX_AGE"] = None
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False

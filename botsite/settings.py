@@ -77,6 +77,8 @@ TEMPLATES = [
 _database_url = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's SQLite backend with writers queued on a file lock (botsite/sqlite/base.py).
+    DATABASES["default"]["ENGINE"] = "botsite.sqlite"
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE: a writer takes the lock at BEGIN, so two writers queue instead of failing
         # with "database is locked" when one upgrades a read lock. WAL lets readers run beside.
