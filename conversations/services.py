@@ -22,7 +22,7 @@ from conversations.events import error_event, message_event, turn_event
 from conversations.inbox import InputResult, PendingInput, as_uuid
 from conversations.models import Channel, Conversation, Message, TurnState
 from conversations.publish import publish_on_commit
-from flows.models import Brand
+from flows.models import Brand, Flow
 from flows.selectors import active_flow_version_id
 
 logger = logging.getLogger(__name__)
@@ -108,16 +108,17 @@ NEW_CONVERSATION_FIELDS = (
 def assistant_conversations_open(visitors: Sequence[tuple[Brand, str, uuid.UUID]]) -> list[None]:
     """Open new visitors' assistant conversations, given as (brand, visitor key, id), with one
     INSERT and one task that starts all their flows (a web process's handshakes, batched)."""
-    versions: dict[int, int | None] = {}
+    # Each brand's one active flow (a unique constraint), for all the batch's brands in one read.
+    brand_ids = {brand.pk for brand, _, _ in visitors}
+    versions: dict[int, int | None] = dict(
+        bulk.select(Flow, ("brand", "published_version"), where_in={"brand": brand_ids, "is_active": [True]})
+    )
     now = timezone.now()
-    rows: list[tuple[Any, ...]] = []
-    for brand, visitor_key, conversation_id in visitors:
-        if brand.pk not in versions:
-            versions[brand.pk] = active_flow_version_id(brand)
-        rows.append(
-            (conversation_id, brand.pk, Channel.ASSISTANT, visitor_key, "", "", versions[brand.pk], None,
-             TurnState.IDLE, now, 0, "", {}, now, now, None)
-        )  # fmt: skip
+    rows: list[tuple[Any, ...]] = [
+        (conversation_id, brand.pk, Channel.ASSISTANT, visitor_key, "", "", versions.get(brand.pk), None,
+         TurnState.IDLE, now, 0, "", {}, now, now, None)
+        for brand, visitor_key, conversation_id in visitors
+    ]  # fmt: skip
     with transaction.atomic():
         bulk.insert_rows(Conversation, NEW_CONVERSATION_FIELDS, rows)
         _enqueue_on_commit("advance_flows", [str(conversation_id) for _, _, conversation_id in visitors])

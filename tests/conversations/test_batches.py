@@ -14,6 +14,7 @@ from conversations.events import turn_event
 from conversations.models import Conversation, Message, TurnState, TurnTransition
 from conversations.protocols.batching import Coalescer
 from conversations.publish import group_name, publish_many
+from flows.models import Brand, Flow
 from tests.live_worker import task_routed_to_private_queue
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,6 +44,20 @@ def _log(conversation_id) -> list[tuple[int, str, str]]:
         .order_by("seq")
         .values_list("seq", "direction", "kind")
     )
+
+
+def test_a_batch_of_handshakes_runs_each_brands_published_flow(techpro):
+    flowless = Brand.objects.create(slug="flowless", name="No flow yet")
+    retired = Brand.objects.create(slug="retired", name="Old flow")
+    old = techpro.flows.get()
+    Flow.objects.create(brand=retired, name="old", is_active=False, published_version=old.published_version)
+    ids = [uuid.uuid4() for _ in range(4)]
+    brands = [techpro, flowless, retired, techpro]
+    services.assistant_conversations_open([(b, f"v-{i}", ids[i]) for i, b in enumerate(brands)])
+    opened = Conversation.objects.in_bulk(ids)
+    assert [opened[i].brand_id for i in ids] == [b.pk for b in brands]
+    assert [opened[i].flow_version_id for i in ids] == [old.published_version_id, None, None, old.published_version_id]
+    assert all(opened[i].channel == "assistant" and opened[i].turn_state == TurnState.IDLE for i in ids)
 
 
 def test_a_batch_of_conversations_ends_as_if_each_ran_alone(techpro):
