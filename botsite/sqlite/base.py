@@ -9,7 +9,7 @@ as the holder lets go, and takes it back from a process that dies. SQLite's own 
 still guards against writers that are not ours (a `sqlite3` shell); ours find it free.
 
 Three processes writing in turns (bench/sqlite_lock.py): the wait for the lock at p99 fell from
-107-335 ms to 11-32 ms, and 25 % more transactions committed in the same time.
+107-335 ms to 11-38 ms, and 12-35 % more transactions committed in the same time.
 
 A writer is a transaction (`atomic`, which begins IMMEDIATE here) or a writing statement in
 autocommit. The lock is released when the transaction ends, or after the statement.
