@@ -233,12 +233,19 @@ class LLMKind:
 
 
 async def _ask_model(brand: Brand, question: str, value: str) -> str | None:
-    """The model's answer, or None when the brand has no model or it failed."""
+    """The model's answer, or None when the brand has no model, has spent today's budget, or
+    the model failed. What it streamed counts against the brand's daily budget, as answers do."""
     if brand.llm_provider == Brand.Provider.OFFLINE:
         return None
     from django.conf import settings
 
     from conversations.generation.base import GenerationRequest, ProviderError
+    from conversations.generation.budget import budget_spent, record_usage
+    from conversations.protocols.common import db_async
+
+    if await db_async(budget_spent)(brand):
+        logger.info("agents: brand %s has spent today's model budget; LLM agent uses its fallback", brand.slug)
+        return None
 
     try:
         from conversations.generation.providers import provider_for
@@ -264,6 +271,8 @@ async def _ask_model(brand: Brand, question: str, value: str) -> str | None:
     except (ProviderError, TimeoutError, OSError) as exc:
         logger.warning("agents: the model of brand %s failed: %s", brand.slug, exc)
         return None
+    finally:
+        await db_async(record_usage)(brand.pk, len(pieces))
     return "".join(pieces)
 
 

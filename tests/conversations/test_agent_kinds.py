@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from conversations.agents import kinds, wire
+from conversations.generation import budget
 from flows.models import Brand
 from tests.llm_server import Reply
 
@@ -68,20 +70,39 @@ def test_overrides_apply_to_documented_keys_only():
     assert llm.question == "Is it kind?"
 
 
-@pytest.mark.django_db
+def brand_with_model(slug: str, url: str, **fields) -> Brand:
+    return Brand.objects.create(
+        slug=slug, name=slug.upper(), llm_provider=Brand.Provider.OPENAI, llm_base_url=url, **fields
+    )
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_the_llm_classifier_reads_yes_and_no_from_the_brand_s_model(llm_server):
-    brand = Brand(slug="llm", name="LLM Co", llm_provider=Brand.Provider.OPENAI, llm_base_url=llm_server.url)
+    brand = await sync_to_async(brand_with_model)("llm", llm_server.url)
     llm_server.queue(Reply(tokens=("Yes", ".")), Reply(tokens=(" no",)))
     assert await evaluate("llm", {"question": "Is the text polite?"}, "thank you", brand) is True
     assert await evaluate("llm", {"question": "Is the text polite?"}, "go away", brand) is False
     sent = llm_server.requests[0].body["messages"]
     assert "Is the text polite?" in sent[-1]["content"] and "thank you" in sent[-1]["content"]
+    # What the model streamed counts against the brand's daily budget, as answers do.
+    assert await sync_to_async(budget.tokens_used_today)(brand.pk) == 3
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
+async def test_a_brand_that_has_spent_its_budget_asks_no_model_and_the_keywords_decide(llm_server):
+    brand = await sync_to_async(brand_with_model)("spent", llm_server.url, daily_token_budget=5)
+    await sync_to_async(budget.record_usage)(brand.pk, 5)
+    config = {"question": "Does the user ask for help?", "fallback_keywords": ["help"]}
+    assert await evaluate("llm", config, "please help", brand) is True
+    assert await evaluate("llm", config, "nothing", brand) is False
+    assert llm_server.requests == []
+    assert await sync_to_async(budget.tokens_used_today)(brand.pk) == 5
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_the_llm_classifier_falls_back_to_keywords_when_the_model_fails_or_is_offline(llm_server):
     config = {"question": "Does the user ask for help?", "fallback_keywords": ["help"]}
-    broken = Brand(slug="b", name="B", llm_provider=Brand.Provider.OPENAI, llm_base_url=llm_server.url)
+    broken = await sync_to_async(brand_with_model)("b", llm_server.url)
     llm_server.queue(Reply(status=500), Reply(tokens=("Maybe",)))
     assert await evaluate("llm", config, "please help", broken) is True
     assert await evaluate("llm", config, "nothing", broken) is False
