@@ -29,6 +29,7 @@ from conversations import bulk, turns
 from conversations.events import Event, error_event
 from conversations.models import Conversation, Message, TurnState, TurnTransition
 from conversations.publish import publish_many
+from conversations.task_queue import enqueue, enqueue_on_commit
 from flows.engine import Flow, Generate, Position, Rejection, SendRequest
 from flows.selectors import flow_for_version
 
@@ -148,8 +149,6 @@ def _store(rows: list[tuple[Any, ...]], results: list[InputResult]) -> None:
 
 
 def _enqueue_advance(conversation_ids: Iterable[uuid.UUID]) -> None:
-    from conversations.services import enqueue  # services imports this module
-
     enqueue("advance_flows", sorted(str(conversation_id) for conversation_id in conversation_ids))
 
 
@@ -367,6 +366,4 @@ def _apply_actions(run: _Run, actions: Iterable[object]) -> bool:
 
 
 def _enqueue_generation_on_commit(conversation_id: Any, user_seq: int) -> None:
-    from conversations.services import enqueue
-
-    transaction.on_commit(lambda: enqueue("generate_answer", str(conversation_id), user_seq))
+    enqueue_on_commit("generate_answer", str(conversation_id), user_seq)

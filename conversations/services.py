@@ -8,7 +8,6 @@ sees anything that is not stored.
 from __future__ import annotations
 
 import hashlib
-import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -22,10 +21,9 @@ from conversations.events import error_event, message_event, turn_event
 from conversations.inbox import InputResult, PendingInput, as_uuid
 from conversations.models import Channel, Conversation, Message, TurnState
 from conversations.publish import publish_on_commit
+from conversations.task_queue import enqueue, enqueue_on_commit
 from flows.models import Brand, Flow
 from flows.selectors import active_flow_version_id
-
-logger = logging.getLogger(__name__)
 
 
 def visitor_key_for(secret: str) -> str:
@@ -51,21 +49,6 @@ def append_messages(conversation: Conversation, entries: Iterable[tuple[str, str
         )
     Message.objects.bulk_create(created)
     return created
-
-
-def enqueue(task_name: str, *args: Any) -> None:
-    """Send a task now. A broker that is down must not fail the caller: what was stored stays
-    stored, and the sweeper (`sweeper.requeue_stranded`) enqueues it again."""
-    from conversations import tasks  # tasks import services
-
-    try:
-        getattr(tasks, task_name).delay(*args)
-    except Exception:
-        logger.warning("could not enqueue %s%r; the sweeper will retry", task_name, args, exc_info=True)
-
-
-def _enqueue_on_commit(task_name: str, *args: Any) -> None:
-    transaction.on_commit(lambda: enqueue(task_name, *args))
 
 
 # --- Opening, ending -------------------------------------------------------------------------
@@ -95,7 +78,7 @@ def conversation_open(
             meta=meta or {},
         )
         if channel == Channel.ASSISTANT:
-            _enqueue_on_commit("advance_flows", [str(conversation.pk)])
+            enqueue_on_commit("advance_flows", [str(conversation.pk)])
     return conversation
 
 
@@ -121,7 +104,7 @@ def assistant_conversations_open(visitors: Sequence[tuple[Brand, str, uuid.UUID]
     ]  # fmt: skip
     with transaction.atomic():
         bulk.insert_rows(Conversation, NEW_CONVERSATION_FIELDS, rows)
-        _enqueue_on_commit("advance_flows", [str(conversation_id) for _, _, conversation_id in visitors])
+        enqueue_on_commit("advance_flows", [str(conversation_id) for _, _, conversation_id in visitors])
     return [None] * len(rows)
 
 
@@ -201,7 +184,7 @@ def conversation_accept_user_message(
             message.save(update_fields=["client_id"])
         conversation.save(update_fields=["last_seq", "updated_at"])
         publish_on_commit(conversation.pk, [message_event(message), turn_event(conversation.turn_state)])
-        _enqueue_on_commit("generate_answer", str(conversation.pk), message.seq)
+        enqueue_on_commit("generate_answer", str(conversation.pk), message.seq)
     return message
 
 

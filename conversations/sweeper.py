@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from conversations import services, turns
+from conversations import services, task_queue, turns
 from conversations.events import turn_event
 from conversations.models import Channel, Conversation, Message, TurnState
 from conversations.publish import publish_on_commit
@@ -35,7 +35,7 @@ def requeue_stranded(older_than_seconds: int = REQUEUE_AFTER_SECONDS) -> int:
         ).values_list("pk", flat=True)[:500]
     )  # fmt: skip
     if waiting:
-        services.enqueue("advance_flows", sorted(str(conversation_id) for conversation_id in waiting))
+        task_queue.enqueue("advance_flows", sorted(str(conversation_id) for conversation_id in waiting))
     unanswered = Conversation.objects.filter(
         turn_state=TurnState.USER_COMMITTED, turn_changed_at__lt=cutoff, ended_at__isnull=True
     ).values_list("pk", flat=True)[:500]
@@ -48,7 +48,7 @@ def requeue_stranded(older_than_seconds: int = REQUEUE_AFTER_SECONDS) -> int:
             .first()
         )
         if user_seq is not None:
-            services.enqueue("generate_answer", str(conversation_id), user_seq)
+            task_queue.enqueue("generate_answer", str(conversation_id), user_seq)
             requeued += 1
     return requeued
 

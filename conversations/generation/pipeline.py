@@ -27,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from conversations import services, turns
+from conversations import services, task_queue, turns
 from conversations.events import Event, message_event, turn_event
 from conversations.generation import relay as stream_relay
 from conversations.generation import streams
@@ -380,9 +380,9 @@ def _store(plan: Plan, attempts: list[Attempt]) -> None:
 
 
 def _continue_flow_on_commit(conversation_id: Any) -> None:
-    """The assistant's inbox waited for this answer; let it go on (through `services.enqueue`,
+    """The assistant's inbox waited for this answer; let it go on (through `task_queue.enqueue`,
     so that a broker that is down leaves it to the sweeper instead of failing the commit)."""
-    transaction.on_commit(lambda: services.enqueue("advance_flows", [str(conversation_id)]))
+    transaction.on_commit(lambda: task_queue.enqueue("advance_flows", [str(conversation_id)]))
 
 
 # --- A redelivery after a worker died mid-answer -------------------------------------------------
