@@ -6,6 +6,9 @@ from typing import Any
 
 from bench.stack import ServerWatch
 
+# The columns of a latency distribution, in the order the tables show them.
+PERCENTILES = ("p50", "p90", "p99", "max")
+
 TARGETS = {
     "cpu_ms_per_step": 1.0,
     "p99_ms_at_1000_think_500": 100.0,
@@ -164,9 +167,6 @@ def table(results: dict[str, Any]) -> str:
         ]
         out.append(_rows(["process", "pid", "RSS after warm-up MiB", "RSS end MiB", "slope MiB/h"], rows))
     return "\n".join(out)
-
-
-PERCENTILES = ("p50", "p90", "p99", "max")
 
 
 def memory_slopes(watch: ServerWatch, warmup: float) -> list[dict[str, Any]]:
