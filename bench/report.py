@@ -187,6 +187,21 @@ def memory_slopes(watch: ServerWatch, warmup: float) -> list[dict[str, Any]]:
                 "rss_start_mib": round(points[0][1], 1),
                 "rss_end_mib": round(points[-1][1], 1),
                 "slope_mib_per_hour": round(slope * 3600, 2),
+                # The whole run, one point per SERIES_STEP seconds: a step and a steady climb
+                # give the same slope; the series tells them apart.
+                "rss_mib_series": _thinned([(t, rss / 2**20) for t, rss in stats.samples]),
             }
         )
     return sorted(slopes, key=lambda s: (s["role"], s["pid"]))
+
+
+SERIES_STEP = 10.0
+
+
+def _thinned(points: list[tuple[float, float]]) -> list[list[float]]:
+    """The first point of every SERIES_STEP seconds, rounded."""
+    kept: list[list[float]] = []
+    for t, mib in points:
+        if not kept or t - kept[-1][0] >= SERIES_STEP:
+            kept.append([round(t, 1), round(mib, 2)])
+    return kept
