@@ -23,7 +23,6 @@ from conversations.models import Channel, Conversation, Message, TurnState
 from conversations.publish import publish_on_commit
 from conversations.task_queue import enqueue, enqueue_on_commit
 from flows.models import Brand, Flow
-from flows.selectors import active_flow_version_id
 
 
 def visitor_key_for(secret: str) -> str:
@@ -74,12 +73,19 @@ def conversation_open(
             visitor_key=visitor_key,
             user_id=user_id[:200],
             external_id=external_id[:200],
-            flow_version_id=active_flow_version_id(brand) if channel == Channel.ASSISTANT else None,
+            flow_version_id=_active_flow_versions({brand.pk}).get(brand.pk) if channel == Channel.ASSISTANT else None,
             meta=meta or {},
         )
         if channel == Channel.ASSISTANT:
             enqueue_on_commit("advance_flows", [str(conversation.pk)])
     return conversation
+
+
+def _active_flow_versions(brand_ids: set[int]) -> dict[int, int | None]:
+    """The published version of each brand's one active flow (a unique constraint), in one plain
+    read: brands without an active flow are missing."""
+    rows = bulk.select(Flow, ("brand", "published_version"), where_in={"brand": brand_ids, "is_active": [True]})
+    return dict(rows)
 
 
 NEW_CONVERSATION_FIELDS = (
@@ -91,11 +97,7 @@ NEW_CONVERSATION_FIELDS = (
 def assistant_conversations_open(visitors: Sequence[tuple[Brand, str, uuid.UUID]]) -> list[None]:
     """Open new visitors' assistant conversations, given as (brand, visitor key, id), with one
     INSERT and one task that starts all their flows (a web process's handshakes, batched)."""
-    # Each brand's one active flow (a unique constraint), for all the batch's brands in one read.
-    brand_ids = {brand.pk for brand, _, _ in visitors}
-    versions: dict[int, int | None] = dict(
-        bulk.select(Flow, ("brand", "published_version"), where_in={"brand": brand_ids, "is_active": [True]})
-    )
+    versions = _active_flow_versions({brand.pk for brand, _, _ in visitors})
     now = timezone.now()
     rows: list[tuple[Any, ...]] = [
         (conversation_id, brand.pk, Channel.ASSISTANT, visitor_key, "", "", versions.get(brand.pk), None,

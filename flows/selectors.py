@@ -12,11 +12,6 @@ def active_brand(slug: str) -> Brand | None:
     return Brand.objects.filter(slug=slug, is_active=True).first()
 
 
-def active_flow_version_id(brand: Brand) -> int | None:
-    flow = brand.flows.filter(is_active=True).only("published_version_id").first()
-    return flow.published_version_id if flow else None
-
-
 @lru_cache(maxsize=256)
 def flow_for_version(version_id: int) -> Flow:
     """Versions never change once published, so a parsed flow can live for the process."""

@@ -49,7 +49,7 @@ def eventually_free(path: str, seconds: float = 10) -> bool:
 
 
 @pytest.fixture
-def other(tmp_path: object) -> Iterator[WriterLock]:
+def other() -> Iterator[WriterLock]:
     """A second writer of the test database: another open file, as another process has."""
     lock = WriterLock(lock_path(), timeout=30)
     yield lock

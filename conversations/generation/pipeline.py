@@ -380,9 +380,9 @@ def _store(plan: Plan, attempts: list[Attempt]) -> None:
 
 
 def _continue_flow_on_commit(conversation_id: Any) -> None:
-    """The assistant's inbox waited for this answer; let it go on (through `task_queue.enqueue`,
-    so that a broker that is down leaves it to the sweeper instead of failing the commit)."""
-    transaction.on_commit(lambda: task_queue.enqueue("advance_flows", [str(conversation_id)]))
+    """The assistant's inbox waited for this answer; let it go on (a broker that is down leaves it
+    to the sweeper instead of failing the commit)."""
+    task_queue.enqueue_on_commit("advance_flows", [str(conversation_id)])
 
 
 # --- A redelivery after a worker died mid-answer -------------------------------------------------
