@@ -20,3 +20,7 @@ if "STREAM_DELIVERY_INTERVAL" in os.environ:
 # `--env BENCH_STREAM_FAST=1`: measure the proposals of bench/experiments/streaming.py.
 if os.environ.get("BENCH_STREAM_FAST") == "1":
     INSTALLED_APPS = [*INSTALLED_APPS, "bench.experiments.streaming.StreamFastPathConfig"]  # noqa: F821
+
+# Set by the streaming part: the worker writes down when it emits each piece (bench/emit_log.py).
+if os.environ.get("BENCH_EMIT_LOG"):
+    INSTALLED_APPS = [*INSTALLED_APPS, "bench.emit_log.EmitLogConfig"]

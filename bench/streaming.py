@@ -15,10 +15,10 @@ Measured per answer, then over all answers:
 - TTFT overhead: (client's first chunk - client's send) - (model's first token - model's receipt
   of the request): what the stack adds before the first token (storing the message, the Celery
   hop, grounding, the model request) — queueing included;
-- chunk delivery latency, per token: the client's receipt of the chunk that carried it - the
-  model's send of that token. This is the worker's read of the token (httpx), its Redis append and
-  group publish, daphne's channel-layer receive and websocket write, and the client's read; the
-  pipeline has no emit timestamp of its own, so the model's send time is the reference;
+- chunk delivery latency, per token, as the issue defines it: the client's receipt of the chunk
+  that carried it - the worker's emit of it (its relay's `put`, written down by bench/emit_log.py
+  in the benchmark's stack only), split at the web process's handling of the piece; also from
+  the model's send of the token, which adds the worker's read of the model's stream (httpx);
 - exactness: the chunks joined equal the model's tokens joined, and equal the answer stored in the
   stack's database (read through `manage.py shell` with the stack's environment).
 
@@ -31,10 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -52,6 +55,33 @@ STEADY_AFTER = 25
 def tokens_for(index: int, count: int) -> list[str]:
     """The model's answer to stream `index`: distinct per stream, so crossed streams show."""
     return [f"s{index}t{k} " for k in range(count)]
+
+
+TOKEN = re.compile(r"s(\d+)t(\d+) ")
+
+
+@dataclass
+class StageTimes:
+    """When each token (stream index, token number) was emitted by the worker and handled by the
+    web process, and the worker's deliveries (start, end, pieces); bench/emit_log.py."""
+
+    emitted: dict[tuple[int, int], float] = field(default_factory=dict)
+    handled: dict[tuple[int, int], float] = field(default_factory=dict)
+    deliveries: list[tuple[float, float, int]] = field(default_factory=list)
+
+
+def _stage_times(path: Path) -> StageTimes | None:
+    from bench.emit_log import read
+
+    times = StageTimes()
+    for entry in read(str(path)):
+        if entry[0] == "delivery":
+            times.deliveries.append((entry[1], entry[2], entry[3]))
+            continue
+        into = times.emitted if entry[0] == "emit" else times.handled
+        for found in TOKEN.finditer(entry[2]):  # a piece may carry several tokens
+            into.setdefault((int(found.group(1)), int(found.group(2))), entry[1])
+    return times if times.emitted else None
 
 
 # --- The model: LLMServer with send times ----------------------------------------------------
@@ -144,6 +174,7 @@ def stored_answers(stack: Stack, conversation_ids: list[str]) -> dict[str, list[
 
 
 def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
+    from bench.emit_log import forget as forget_log
     from bench.runner import run_client
     from bench.stack import ServerWatch
 
@@ -153,14 +184,19 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
             results.append({"m": m, "available": False, "reason": "needs a stack the benchmark starts (--url given)"})
             continue
         pool = getattr(args, "stream_pool", "threads")
+        emit_log = Path(tempfile.gettempdir()) / f"botsite-bench-emit-{os.getpid()}-{m}.jsonl"
         if pool == "threads":
             stack = stacks.fresh(
-                {"DJANGO_SETTINGS_MODULE": "bench.stream_settings", "BENCH_BASE_SETTINGS": stacks.settings_module()},
+                {
+                    "DJANGO_SETTINGS_MODULE": "bench.stream_settings",
+                    "BENCH_BASE_SETTINGS": stacks.settings_module(),
+                    "BENCH_EMIT_LOG": str(emit_log),
+                },
                 concurrency=m,
             )
             workers = f"{m} threads"
         else:
-            stack = stacks.fresh()
+            stack = stacks.fresh()  # the stack's own settings: no emit times (the model's send is used)
             workers = f"{args.concurrency} prefork"
         print(f"  stream: {m} answers of {args.stream_tokens} tokens at {args.stream_rate}/s ({workers}) …",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -174,15 +210,19 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
             run_client(cfg, module="bench.streaming")
             time.sleep(1)
             llm.n_tokens, llm.logs = args.stream_tokens, {}
+            forget_log(str(emit_log))
             watch = ServerWatch(stack.root_pids).start()
             profiles = profile_server(watch, args.profile, f"stream-{m}") if args.profile else None
             client = run_client(cfg, module="bench.streaming")
             server = watch.stop()
+            time.sleep(0.3)  # the worker writes its emit times every 100 ms
         finally:
             llm.stop()
+        stages = _stage_times(emit_log)
+        forget_log(str(emit_log))
         ids = [s["conversation_id"] for s in client["streams"] if s["conversation_id"]]
         stored = stored_answers(stack, ids)
-        result = analyse(m, args.stream_tokens, client, llm.logs, stored)
+        result = analyse(m, args.stream_tokens, client, llm.logs, stored, stages)
         result.update(workers=workers, server=server, tokens=args.stream_tokens, rate=args.stream_rate)
         if server["cpu_s"] and result["chunks"]:
             result["server_cpu_ms_per_token"] = round(server["cpu_s"] * 1000 / (m * args.stream_tokens), 3)
@@ -225,13 +265,28 @@ def profile_server(watch: Any, seconds: float, label: str) -> Any:
 
 
 def analyse(
-    m: int, n_tokens: int, client: dict[str, Any], logs: dict[int, StreamLog], stored: dict[str, list[dict[str, Any]]]
+    m: int,
+    n_tokens: int,
+    client: dict[str, Any],
+    logs: dict[int, StreamLog],
+    stored: dict[str, list[dict[str, Any]]],
+    stages: StageTimes | None = None,
 ) -> dict[str, Any]:
+    """Per token: `chunk_ms` from the worker's emit to the client's receipt (the issue's chunk
+    delivery latency; without emit times, e.g. a prefork stack, from the model's send), and
+    `model_to_client_ms` from the model's send, which adds the worker's read of the model's
+    stream (`model_to_emit_ms`). With stage times the emit → client path is also split at the
+    web process's handling of the piece (`emit_to_web_ms`, `web_to_client_ms`)."""
+    emitted = stages.emitted if stages is not None else None
     from bench.client import percentiles
 
     ttft_overhead: list[float] = []
     model_ttft: list[float] = []
     chunk_ms: list[float] = []
+    model_to_client_ms: list[float] = []
+    model_to_emit_ms: list[float] = []
+    emit_to_web_ms: list[float] = []
+    web_to_client_ms: list[float] = []
     steady_ms: list[float] = []
     per_stream_p99: list[float] = []
     problems: list[str] = []
@@ -269,14 +324,27 @@ def analyse(
         ttft_overhead.append((stream["chunks"][0][0] - stream["sent_at"] - (log.sent[0] - log.received)) * 1000)
         # Which chunk carried each token: the first whose cumulative text covers the token's end.
         mine: list[float] = []
+        from_model: list[float] = []
         position, k, end = 0, 0, len(tokens[0])
         for at, text in stream["chunks"]:
             position += len(text)
             while k < n_tokens and end <= position:
-                mine.append((at - log.sent[k]) * 1000)
+                from_model.append((at - log.sent[k]) * 1000)
+                if emitted is not None and (index, k) in emitted:
+                    mine.append((at - emitted[index, k]) * 1000)
+                    model_to_emit_ms.append((emitted[index, k] - log.sent[k]) * 1000)
+                    handled = stages.handled.get((index, k)) if stages is not None else None
+                    if handled is not None:
+                        emit_to_web_ms.append((handled - emitted[index, k]) * 1000)
+                        web_to_client_ms.append((at - handled) * 1000)
+                elif emitted is None:
+                    mine.append(from_model[-1])
+                else:
+                    problems.append(f"#{index}: no emit time for token {k}")
                 k += 1
                 end += len(tokens[k]) if k < n_tokens else 0
         chunk_ms.extend(mine)
+        model_to_client_ms.extend(from_model)
         steady_ms.extend(mine[STEADY_AFTER:])
         for sent, latency in zip(log.sent, mine, strict=False):
             by_second.setdefault(int(sent - first_send), []).append(latency)
@@ -294,12 +362,31 @@ def analyse(
         "client_cpu_s": client["client_cpu_s"],
         "model_ttft_ms": percentiles(model_ttft),
         "ttft_overhead_ms": percentiles(ttft_overhead),
+        "chunk_from": "worker emit" if emitted is not None else "model send",
         "chunk_ms": percentiles(chunk_ms),
+        "model_to_client_ms": percentiles(model_to_client_ms),
+        "model_to_emit_ms": percentiles(model_to_emit_ms),
+        "emit_to_web_ms": percentiles(emit_to_web_ms),
+        "web_to_client_ms": percentiles(web_to_client_ms),
+        "deliveries": _deliveries(stages),
         f"chunk_ms_after_token_{STEADY_AFTER}": percentiles(steady_ms),
         "worst_stream_chunk_p99_ms": max(per_stream_p99, default=None),
         "chunk_ms_by_second": [
             {"second": second, **percentiles(values)} for second, values in sorted(by_second.items())
         ],
+    }
+
+
+def _deliveries(stages: StageTimes | None) -> dict[str, Any] | None:
+    """The worker's relay deliveries: how many, their pieces and their duration."""
+    from bench.client import percentiles
+
+    if stages is None or not stages.deliveries:
+        return None
+    return {
+        "count": len(stages.deliveries),
+        "pieces": percentiles([float(n) for _, _, n in stages.deliveries]),
+        "ms": percentiles([(end - start) * 1000 for start, end, _ in stages.deliveries]),
     }
 
 
