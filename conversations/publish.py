@@ -73,20 +73,30 @@ async def publish_many_async(batches: Sequence[tuple[Any, Sequence[Event]]]) -> 
     if not isinstance(layer, RedisPubSubChannelLayer) or len(batches) == 1:
         await asyncio.gather(*(publish_async(conversation_id, events) for conversation_id, events in batches))
         return
+    for shard, messages in pubsub_messages(layer, batches):
+        pipe = shard._redis.pipeline(transaction=False)
+        for channel, payload in messages:
+            pipe.publish(channel, payload)
+        await pipe.execute()
+
+
+def pubsub_messages(
+    layer: RedisPubSubChannelLayer, batches: Sequence[tuple[Any, Sequence[Event]]]
+) -> list[tuple[Any, list[tuple[str, bytes]]]]:
+    """What `group_send` would PUBLISH for each conversation's events, by shard: (shard, its
+    (channel, payload) pairs), each shard connected (channels-redis 4.3's internals)."""
     loop_layer = layer._get_layer()
     by_shard: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
     for conversation_id, events in batches:
         channel = loop_layer._get_group_channel_name(group_name(conversation_id))
         shard = loop_layer._get_shard(channel)
         by_shard[id(shard)].append((channel, layer.serialize({"type": GROUP_MESSAGE_TYPE, "events": list(events)})))
+    found = []
     for shard in loop_layer._shards:
-        if id(shard) not in by_shard:
-            continue
-        shard._ensure_redis()
-        pipe = shard._redis.pipeline(transaction=False)
-        for channel, payload in by_shard[id(shard)]:
-            pipe.publish(channel, payload)
-        await pipe.execute()
+        if id(shard) in by_shard:
+            shard._ensure_redis()
+            found.append((shard, by_shard[id(shard)]))
+    return found
 
 
 def publish_many(batches: Sequence[tuple[Any, Sequence[Event]]]) -> None:
@@ -154,6 +164,13 @@ class StreamPiecePublisher:
         # channel key → (held since, host, its channels, group → entries)
         self.held: dict[str, tuple[float, int, dict[str, None], dict[str, list[list[Any]]]]] = {}
 
+    @staticmethod
+    def pubsub_batches(by_conversation: dict[Any, list[list[Any]]]) -> list[tuple[Any, list[Event]]]:
+        """On the pub/sub layer: each conversation's entries as one `stream.delta` event."""
+        from conversations.events import delta_event
+
+        return [(cid, [delta_event({group_name(cid): entries})]) for cid, entries in by_conversation.items()]
+
     def holds(self, group: str) -> bool:
         return any(group in held[3] for held in self.held.values())
 
@@ -168,7 +185,7 @@ class StreamPiecePublisher:
         if not isinstance(layer, RedisChannelLayer):
             # The pub/sub layer has no per-process queue to address or to look at: one event per
             # conversation, all PUBLISHed in one pipeline (publish_many_async); no holding.
-            batches = [(cid, [delta_event({group_name(cid): entries})]) for cid, entries in by_conversation.items()]
+            batches = self.pubsub_batches(by_conversation)
             if batches:
                 await publish_many_async(batches)
             return

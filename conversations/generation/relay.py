@@ -29,11 +29,13 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
 
 from botsite.eventloop import LoopLocal, new_event_loop
 from conversations.generation import streams
-from conversations.publish import StreamPiecePublisher, group_name
+from conversations.publish import StreamPiecePublisher, group_name, pubsub_messages
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class Relay:
         self.wake = asyncio.Event()
         self.delivered = asyncio.Condition()
         self.client = streams.async_client()
+        self.append_and_publish = self.client.register_script(APPEND_AND_PUBLISH)
+        self.same_server: dict[int, bool] = {}  # channel-layer shard → whether it is our server
         self.publisher = StreamPiecePublisher()
         self.task = asyncio.get_running_loop().create_task(self._run(), name="stream-relay")
 
@@ -125,21 +129,81 @@ class Relay:
                     self.delivered.notify_all()
 
     async def _deliver(self, batch: dict[StreamKey, tuple[int, list[str]]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
         by_conversation: dict[Any, list[list[Any]]] = {}
+        logs: list[tuple[str, bool, list[str]]] = []  # (log key, new, pieces)
         new: dict[StreamKey, str] = {}
         for key, (first, pieces) in batch.items():
             log_key = self.started.get(key)
             if log_key is None:
                 log_key = new[key] = streams.tokens_key(*key)
-            pipe.rpush(log_key, *pieces)
-            if key in new:
-                pipe.expire(log_key, streams.KEEP_SECONDS)  # once per stream, not per piece
+            logs.append((log_key, key in new, pieces))
             by_conversation.setdefault(key[0], []).append([key[1], first, pieces])
-        if batch:
-            await pipe.execute()
+        messages = self._messages_for_our_server(by_conversation)
+        if messages is not None:
+            await self._append_and_publish(logs, messages)
+        else:
+            if logs:
+                pipe = self.client.pipeline(transaction=False)
+                for log_key, is_new, pieces in logs:
+                    pipe.rpush(log_key, *pieces)
+                    if is_new:
+                        pipe.expire(log_key, streams.KEEP_SECONDS)  # once per stream, not per piece
+                await pipe.execute()
+            await self.publisher.publish(by_conversation)
         self.started.update(new)
-        await self.publisher.publish(by_conversation)
+
+    def _messages_for_our_server(self, by_conversation: dict[Any, list[list[Any]]]) -> list[tuple[str, bytes]] | None:
+        """The PUBLISHes of this delivery, if the channel layer is the Redis pub/sub one and they
+        all go to the server that keeps the stream logs (the default: one Redis); else None."""
+        layer = get_channel_layer()
+        if not by_conversation or not isinstance(layer, RedisPubSubChannelLayer):
+            return None
+        by_shard = pubsub_messages(layer, self.publisher.pubsub_batches(by_conversation))
+        if len(by_shard) != 1:
+            return None
+        shard, messages = by_shard[0]
+        same = self.same_server.get(id(shard))
+        if same is None:
+            ours, theirs = self.client.connection_pool.connection_kwargs, shard._redis.connection_pool.connection_kwargs
+            same = self.same_server[id(shard)] = all(ours.get(k) == theirs.get(k) for k in SERVER_KWARGS)
+        return messages if same else None
+
+    async def _append_and_publish(
+        self, logs: list[tuple[str, bool, list[str]]], messages: list[tuple[str, bytes]]
+    ) -> None:
+        args: list[Any] = [len(logs), streams.KEEP_SECONDS]
+        for _, is_new, pieces in logs:
+            args += [len(pieces), "1" if is_new else "0", *pieces]
+        for channel, payload in messages:
+            args += [channel, payload]
+        await self.append_and_publish(keys=[log_key for log_key, _, _ in logs], args=args)
+
+
+# A delivery in one command (one round trip, one reply) when the channel layer and the stream
+# logs share a server: each stream's pieces appended to its log (its expiry set when it is new),
+# then each conversation's event PUBLISHed, so a piece is in the log before anyone hears of it.
+APPEND_AND_PUBLISH = """
+local at = 3
+for i = 1, tonumber(ARGV[1]) do
+    local count = tonumber(ARGV[at])
+    local new = ARGV[at + 1] == '1'
+    at = at + 2
+    for first = at, at + count - 1, 1000 do
+        redis.call('RPUSH', KEYS[i], unpack(ARGV, first, math.min(first + 999, at + count - 1)))
+    end
+    if new then
+        redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2]))
+    end
+    at = at + count
+end
+while at < #ARGV do
+    redis.call('PUBLISH', ARGV[at], ARGV[at + 1])
+    at = at + 2
+end
+return 1
+"""
+# What makes two redis-py connection pools talk to the same server.
+SERVER_KWARGS = ("host", "port", "path", "username", "password")
 
 
 # --- The process's streaming loop ---------------------------------------------------------------
