@@ -7,9 +7,10 @@ benchmark's process) that streams `--stream-tokens` tokens per answer at `--stre
 second and writes down, with `time.time()`, when it received each request and when it handed each
 token to its socket. The bench stack's brand `techpro` is pointed at it (llm_provider openai, no
 rate limit, no fallback, no budget). The clients are a separate process (`python -m
-bench.streaming CONFIG`): M sockets on `/ws/chat/techpro`, each waits for `welcome`, then all send
-one `chat` at once and read `chunk`s until `complete`, stamping every frame with `time.time()` on
-receipt (same machine, same clock).
+bench.streaming CONFIG`, aiohttp's client on uvloop as the flow's load): M sockets on
+`/ws/chat/techpro`, each waits for `welcome`, then all send one `chat` at once and read
+`chunk`s until `complete`, stamping every frame with `time.time()` on receipt (same machine,
+same clock).
 
 Measured per answer, then over all answers:
 - TTFT overhead: (client's first chunk - client's send) - (model's first token - model's receipt
@@ -393,25 +394,32 @@ def _deliveries(stages: StageTimes | None) -> dict[str, Any] | None:
 # --- The clients (a separate process) ------------------------------------------------------------
 
 
-async def one_visitor(url: str, index: int, go: asyncio.Event, ready: list[int], timeout: float) -> dict[str, Any]:
-    from websockets.asyncio.client import connect
+async def one_visitor(
+    session: Any, url: str, index: int, go: asyncio.Event, ready: list[int], timeout: float
+) -> dict[str, Any]:
+    import aiohttp
+
+    from bench.client import open_socket
 
     out: dict[str, Any] = {"index": index, "conversation_id": None, "sent_at": None, "chunks": [], "error": None}
     try:
-        async with connect(url, open_timeout=timeout, close_timeout=2, max_queue=None, compression=None) as ws:
-            welcome = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        ws = await open_socket(session, url, timeout)
+        try:
+            welcome = json.loads((await ws.receive(timeout)).data)
             if welcome.get("type") != "welcome":
                 raise RuntimeError(f"first frame {welcome!r}")
             ready.append(index)
             await go.wait()
             chat = {"type": "chat", "data": {"message": QUESTION.format(index=index), "conversation_id": None}}
             out["sent_at"] = time.time()
-            await ws.send(json.dumps(chat))
+            await ws.send_str(json.dumps(chat))
             deadline = time.monotonic() + timeout
             while True:
-                raw = await asyncio.wait_for(ws.recv(), max(0.001, deadline - time.monotonic()))
+                received = await ws.receive(max(0.001, deadline - time.monotonic()))
                 at = time.time()
-                frame = json.loads(raw)
+                if received.type is not aiohttp.WSMsgType.TEXT:
+                    raise RuntimeError(f"socket closed ({received.type.name}, {ws.close_code})")
+                frame = json.loads(received.data)
                 data = frame.get("data") or {}
                 if frame.get("type") == "chunk":
                     out["chunks"].append((at, data.get("content", "")))
@@ -422,6 +430,8 @@ async def one_visitor(url: str, index: int, go: asyncio.Event, ready: list[int],
                     return out
                 elif frame.get("type") == "error":
                     raise RuntimeError(f"error frame: {data.get('message')}")
+        finally:
+            await ws.close()
     except Exception as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"[:300]
     return out
@@ -430,29 +440,37 @@ async def one_visitor(url: str, index: int, go: asyncio.Event, ready: list[int],
 async def run_visitors(cfg: dict[str, Any]) -> dict[str, Any]:
     m, timeout = int(cfg["m"]), float(cfg.get("timeout", 120))
     url = cfg["url"].rstrip("/") + f"/ws/chat/{cfg.get('brand', BRAND)}"
+    from bench.client import new_session
+
     go = asyncio.Event()
     ready: list[int] = []
-    tasks = [asyncio.create_task(one_visitor(url, i, go, ready, timeout)) for i in range(m)]
+    session = new_session()
+    tasks = [asyncio.create_task(one_visitor(session, url, i, go, ready, timeout)) for i in range(m)]
     deadline = time.monotonic() + timeout
     while len(ready) < m and time.monotonic() < deadline and not all(t.done() for t in tasks):
         await asyncio.sleep(0.01)
     began, cpu0 = time.perf_counter(), time.process_time()
     go.set()  # everyone asks at the same moment
     streams = await asyncio.gather(*tasks)
+    cpu = time.process_time() - cpu0
+    await session.close()
     return {
         "m": m,
         "wall_s": round(time.perf_counter() - began, 2),
-        "client_cpu_s": round(time.process_time() - cpu0, 2),
+        "client_cpu_s": round(cpu, 2),
         "streams": streams,
     }
 
 
 def main() -> None:
+    import uvloop
+
     from bench.client import raise_fd_limit
 
     cfg = json.loads(sys.argv[1])
     raise_fd_limit(int(cfg["m"]) + 100)
-    print(json.dumps(asyncio.run(run_visitors(cfg))), flush=True)
+    # Light, as the flow's load (bench/client.py): aiohttp's C frame reader on uvloop.
+    print(json.dumps(uvloop.run(run_visitors(cfg))), flush=True)
 
 
 if __name__ == "__main__":
