@@ -157,6 +157,9 @@ LLM_TIMEOUT_SECONDS = env_int("LLM_TIMEOUT_SECONDS", 30)
 # Lifetime of a generation worker's heartbeat (refreshed every third of it); a redelivered task that
 # finds it expired knows the first worker died mid-answer.
 GENERATION_HEARTBEAT_SECONDS = env_int("GENERATION_HEARTBEAT_SECONDS", 10)
+# Answers of one worker process that claim, ground or store at once (a thread pool runs many per
+# process; their Python work would keep the process's streaming loop waiting for the GIL).
+GENERATION_PREPARE_CONCURRENCY = env_int("GENERATION_PREPARE_CONCURRENCY", 1)
 
 # --- HTTP, static, auth ----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
@@ -174,3 +177,35 @@ def test_the_offline_provider_needs_no_network(techpro):
     pipeline.run_generation(conversation.pk, seq)
     (answer,) = answers(conversation)
     assert answer.payload["content"] and "fallback" not in answer.payload
+
+
+def test_answers_of_a_process_prepare_one_at_a_time_unless_configured(settings: Any) -> None:
+    def overlap_seen(threads: int) -> int:
+        inside, most, lock = [0], [0], threading.Lock()
+        started = threading.Barrier(threads)
+
+        def prepare() -> None:
+            started.wait()
+            with pipeline._preparing():
+                with lock:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                time.sleep(0.05)
+                with lock:
+                    inside[0] -= 1
+
+        workers = [threading.Thread(target=prepare) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return most[0]
+
+    pipeline._slots.clear()
+    assert overlap_seen(4) == 1
+    settings.GENERATION_PREPARE_CONCURRENCY = 3
+    pipeline._slots.clear()
+    try:
+        assert overlap_seen(4) == 3
+    finally:
+        pipeline._slots.clear()
