@@ -196,7 +196,7 @@ class _Run:
 
     def move_through(self, states: list[str], reason: str) -> None:
         self.changed.update(("turn_state", "turn_changed_at"))
-        from_state, via, to_state = turns.plan_through(self.conversation, states)
+        from_state, via, to_state = turns.plan_through(self.conversation, states, self.now)
         self.transitions.append(
             (self.conversation.pk, from_state, via, to_state, reason, self.conversation.turn_changed_at)
         )

@@ -8,6 +8,7 @@ the row; the other sees zero rows and loses. On PostgreSQL callers also hold the
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
 
 from django.utils import timezone
 
@@ -81,10 +82,11 @@ def move_through(conversation: Conversation, states: list[str], reason: str = ""
     )  # fmt: skip
 
 
-def plan_through(conversation: Conversation, states: list[str]) -> tuple[str, str, str]:
+def plan_through(conversation: Conversation, states: list[str], at: datetime | None = None) -> tuple[str, str, str]:
     """Check a path of moves and apply it to the instance only, returning the audit row that
     records it: (from_state, via, to_state). The caller holds the row lock and writes the row
-    and the audit row (a worker applying a batch of steps does so for many conversations)."""
+    and the audit row (a worker applying a batch of steps does so for many conversations, all
+    `at` the batch's one time, which is then converted for the database once)."""
     if not states:
         raise ValueError("a path of moves needs at least one state")
     path = [conversation.turn_state, *states]
@@ -92,7 +94,7 @@ def plan_through(conversation: Conversation, states: list[str]) -> tuple[str, st
         if not is_allowed(before, after):
             raise TransitionRefused(f"{before} → {after} is not a turn transition")
     conversation.turn_state = states[-1]
-    conversation.turn_changed_at = timezone.now()
+    conversation.turn_changed_at = at or timezone.now()
     return path[0], TurnTransition.via_for(states[:-1]), states[-1]
 
 

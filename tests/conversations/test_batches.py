@@ -87,6 +87,13 @@ def test_a_batch_of_conversations_ends_as_if_each_ran_alone(techpro):
         # One audit row per step, naming the five moves it made.
         step = ["idle", "user_writing", "user_committed", "ai_generating", "ai_committed", "idle"]
         assert transitions == [t.path() for t in TurnTransition.objects.filter(conversation_id=alone)] == [step, step]
+    # A batch happens at one time: its messages, audit rows and turn changes carry the same one.
+    batch_time = Message.objects.filter(conversation_id=batched[0], seq=expected[-1][0]).get().created_at
+    assert {
+        *Message.objects.filter(conversation_id__in=batched, seq__gt=2).values_list("created_at", flat=True),
+        *TurnTransition.objects.filter(conversation_id__in=batched).values_list("created_at", flat=True),
+        *Conversation.objects.filter(pk__in=batched).values_list("turn_changed_at", flat=True),
+    } == {batch_time}
 
 
 def test_a_batch_larger_than_one_statement_is_stored_and_applied_whole(techpro):
