@@ -8,6 +8,9 @@ import os
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_process_init
 
+from botsite import kombu_clients
+
+kombu_clients.install()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "botsite.settings")
 
 app = Celery("botsite")
