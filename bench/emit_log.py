@@ -82,7 +82,10 @@ def read(path: str) -> list[list[Any]]:
     entries: list[list[Any]] = []
     for name in glob.glob(f"{glob.escape(path)}.*"):
         with open(name, encoding="utf-8") as lines:
-            entries.extend(json.loads(line) for line in lines if line.strip())
+            for line in lines:
+                if not line.endswith("\n"):
+                    break  # a flush still being written: its pieces were not this run's anyway
+                entries.append(json.loads(line))
     return entries
 
 

@@ -216,7 +216,7 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
             profiles = profile_server(watch, args.profile, f"stream-{m}") if args.profile else None
             client = run_client(cfg, module="bench.streaming")
             server = watch.stop()
-            time.sleep(0.3)  # the worker writes its emit times every 100 ms
+            time.sleep(0.5)  # the stack's processes write their stage times every 100 ms
         finally:
             llm.stop()
         stages = _stage_times(emit_log)
