@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -61,7 +62,6 @@ def _freeze_startup_objects(**kwargs: object) -> None:
 
 
 @task_prerun.connect
-@task_postrun.connect
 def _close_failed_or_old_connections(**kwargs: object) -> None:
     # What Django does around a request: with CELERY_DB_REUSE_MAX set, Celery keeps connections
     # open, and a connection that broke (a database restart) or outlived CONN_MAX_AGE must not
@@ -69,3 +69,16 @@ def _close_failed_or_old_connections(**kwargs: object) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@task_postrun.connect
+def _keep_connections_only_in_pool_processes(**kwargs: object) -> None:
+    # A prefork child (or the solo pool) runs its tasks on its main thread: its one connection
+    # per database is worth keeping. A thread pool's threads would each keep theirs, idle, a
+    # hundred of them with the benchmark's pool: those close after each task, as before.
+    from django.db import close_old_connections, connections
+
+    if threading.current_thread() is threading.main_thread():
+        close_old_connections()
+    else:
+        connections.close_all()

@@ -132,7 +132,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_PREFETCH", 4)
 # Celery's Django fix-up closes every database connection before and after each task unless
 # this is set: a new SQLite connection (its pragmas, Django's SQL functions) or PostgreSQL login
 # per task, 6 % of a worker in the flow benchmark. Connections are kept as long as CONN_MAX_AGE,
-# and Django's own check drops those that failed or aged (botsite/celery.py).
+# and Django's own check drops those that failed or aged; a thread pool's threads still close
+# theirs after each task (botsite/celery.py).
 CELERY_DB_REUSE_MAX = 2**31
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
