@@ -8,8 +8,10 @@ token, so 100 streams at 50 tokens a second needed ~12 cores. Now:
   it), instead of one event loop per answer thread fighting for the GIL;
 - pieces are delivered in batches that form by themselves (`Relay`): whatever arrived, from any
   stream, while the previous delivery was in flight (or in the last MIN_INTERVAL) goes out in
-  the next one: the appends to the streams' logs in one pipeline, then one channel-layer message
-  per receiving process (`publish.StreamPiecePublisher`, which also holds pieces back while a
+  the next one. With the pub/sub channel layer on the server that keeps the logs (the default)
+  a delivery is ONE command, a Lua script appending to the logs and then publishing one event
+  per conversation; otherwise the appends go in one pipeline, then the channel-layer messages
+  (`publish.StreamPiecePublisher`, which on the list-based layer also holds pieces back while a
   web process has not taken the previous message). Idle, a piece leaves at once; under load
   deliveries get larger, not more frequent. A piece is in the log before it is published (late
   readers and gap repair rely on that), and `drain` returns only once a stream's pieces are out,
