@@ -27,12 +27,12 @@ from typing import Any
 from django.apps import AppConfig
 
 _pending: list[tuple[Any, ...]] = []
-_started: dict[int, bool] = {}
+_flushing: set[int] = set()  # the processes (pids) whose flushing thread runs
 
 
 def _note(*entry: Any) -> None:
-    if os.getpid() not in _started:
-        _started[os.getpid()] = True
+    if os.getpid() not in _flushing:
+        _flushing.add(os.getpid())
         threading.Thread(target=_flush_forever, name="bench-emit-log", daemon=True).start()
     _pending.append(entry)
 

@@ -279,6 +279,7 @@ def analyse(
     stream (`model_to_emit_ms`). With stage times the emit → client path is also split at the
     web process's handling of the piece (`emit_to_web_ms`, `web_to_client_ms`)."""
     emitted = stages.emitted if stages is not None else None
+    handled_at = stages.handled if stages is not None else {}
     from bench.client import percentiles
 
     ttft_overhead: list[float] = []
@@ -334,7 +335,7 @@ def analyse(
                 if emitted is not None and (index, k) in emitted:
                     mine.append((at - emitted[index, k]) * 1000)
                     model_to_emit_ms.append((emitted[index, k] - log.sent[k]) * 1000)
-                    handled = stages.handled.get((index, k)) if stages is not None else None
+                    handled = handled_at.get((index, k))
                     if handled is not None:
                         emit_to_web_ms.append((handled - emitted[index, k]) * 1000)
                         web_to_client_ms.append((at - handled) * 1000)

@@ -73,7 +73,12 @@ async def publish_many_async(batches: Sequence[tuple[Any, Sequence[Event]]]) -> 
     if not isinstance(layer, RedisPubSubChannelLayer) or len(batches) == 1:
         await asyncio.gather(*(publish_async(conversation_id, events) for conversation_id, events in batches))
         return
-    for shard, messages in pubsub_messages(layer, batches):
+    await publish_messages(pubsub_messages(layer, batches))
+
+
+async def publish_messages(by_shard: Sequence[tuple[Any, Sequence[tuple[str, bytes]]]]) -> None:
+    """Send what `pubsub_messages` prepared: one pipeline of PUBLISH commands per shard."""
+    for shard, messages in by_shard:
         pipe = shard._redis.pipeline(transaction=False)
         for channel, payload in messages:
             pipe.publish(channel, payload)

@@ -37,7 +37,7 @@ from django.conf import settings
 
 from botsite.eventloop import LoopLocal, new_event_loop
 from conversations.generation import streams
-from conversations.publish import StreamPiecePublisher, group_name, pubsub_messages
+from conversations.publish import StreamPiecePublisher, group_name, publish_messages, pubsub_messages
 
 logger = logging.getLogger(__name__)
 
@@ -142,35 +142,37 @@ class Relay:
                 log_key = new[key] = streams.tokens_key(*key)
             logs.append((log_key, key in new, pieces))
             by_conversation.setdefault(key[0], []).append([key[1], first, pieces])
-        messages = self._messages_for_our_server(by_conversation)
-        if messages is not None:
-            await self._append_and_publish(logs, messages)
+        layer = get_channel_layer()
+        if by_conversation and isinstance(layer, RedisPubSubChannelLayer):
+            by_shard = pubsub_messages(layer, self.publisher.pubsub_batches(by_conversation))
+            if len(by_shard) == 1 and self._is_our_server(by_shard[0][0]):
+                await self._append_and_publish(logs, by_shard[0][1])
+            else:
+                await self._append(logs)
+                await publish_messages(by_shard)
         else:
-            if logs:
-                pipe = self.client.pipeline(transaction=False)
-                for log_key, is_new, pieces in logs:
-                    pipe.rpush(log_key, *pieces)
-                    if is_new:
-                        pipe.expire(log_key, streams.KEEP_SECONDS)  # once per stream, not per piece
-                await pipe.execute()
+            await self._append(logs)
             await self.publisher.publish(by_conversation)
         self.started.update(new)
 
-    def _messages_for_our_server(self, by_conversation: dict[Any, list[list[Any]]]) -> list[tuple[str, bytes]] | None:
-        """The PUBLISHes of this delivery, if the channel layer is the Redis pub/sub one and they
-        all go to the server that keeps the stream logs (the default: one Redis); else None."""
-        layer = get_channel_layer()
-        if not by_conversation or not isinstance(layer, RedisPubSubChannelLayer):
-            return None
-        by_shard = pubsub_messages(layer, self.publisher.pubsub_batches(by_conversation))
-        if len(by_shard) != 1:
-            return None
-        shard, messages = by_shard[0]
+    def _is_our_server(self, shard: Any) -> bool:
+        """Whether a channel-layer shard is the server that keeps the stream logs (the default:
+        one Redis for everything)."""
         same = self.same_server.get(id(shard))
         if same is None:
             ours, theirs = self.client.connection_pool.connection_kwargs, shard._redis.connection_pool.connection_kwargs
             same = self.same_server[id(shard)] = all(ours.get(k) == theirs.get(k) for k in SERVER_KWARGS)
-        return messages if same else None
+        return same
+
+    async def _append(self, logs: list[tuple[str, bool, list[str]]]) -> None:
+        if not logs:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for log_key, is_new, pieces in logs:
+            pipe.rpush(log_key, *pieces)
+            if is_new:
+                pipe.expire(log_key, streams.KEEP_SECONDS)  # once per stream, not per piece
+        await pipe.execute()
 
     async def _append_and_publish(
         self, logs: list[tuple[str, bool, list[str]]], messages: list[tuple[str, bytes]]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -81,26 +82,29 @@ async def _deliver_two_conversations(relay: Relay) -> None:
     assert await _pieces_received(channels[1], second, 1) == [("b-1-1", 0, "only")]
 
 
-@pytest.mark.skipif("PubSub" not in settings.CHANNEL_LAYERS["default"]["BACKEND"], reason="the pub/sub layer")
-async def test_a_delivery_is_one_command_when_the_layer_and_the_logs_share_a_server() -> None:
-    relay = Relay()
-    try:
-        await _deliver_two_conversations(relay)
-        assert list(relay.same_server.values()) == [True]
-    finally:
-        relay.task.cancel()
-        await relay.client.aclose()
+pubsub_only = pytest.mark.skipif(
+    "PubSub" not in settings.CHANNEL_LAYERS["default"]["BACKEND"], reason="the pub/sub layer"
+)
 
 
-@pytest.mark.skipif("PubSub" not in settings.CHANNEL_LAYERS["default"]["BACKEND"], reason="the pub/sub layer")
-async def test_a_delivery_falls_back_to_two_pipelines_when_the_servers_differ(tmp_path: Path) -> None:
-    relay = Relay()
+@pytest.fixture
+async def relay() -> AsyncIterator[Relay]:
+    made = Relay()
+    yield made
+    made.task.cancel()
+    await made.client.aclose()
+
+
+@pubsub_only
+async def test_a_delivery_is_one_command_when_the_layer_and_the_logs_share_a_server(relay: Relay) -> None:
+    await _deliver_two_conversations(relay)
+    assert list(relay.same_server.values()) == [True]
+
+
+@pubsub_only
+async def test_a_delivery_falls_back_to_two_pipelines_when_the_servers_differ(relay: Relay, tmp_path: Path) -> None:
     await relay.client.aclose()
     relay.client = aredis.Redis.from_url(_alias_of_our_server(tmp_path), decode_responses=True)
     relay.append_and_publish = relay.client.register_script("error('not to be used here')")
-    try:
-        await _deliver_two_conversations(relay)
-        assert list(relay.same_server.values()) == [False]
-    finally:
-        relay.task.cancel()
-        await relay.client.aclose()
+    await _deliver_two_conversations(relay)
+    assert list(relay.same_server.values()) == [False]
