@@ -248,6 +248,25 @@ def update(objects: Sequence[models.Model], names: Sequence[str]) -> None:
         cursor.executemany(sql, _prepare(connection, fields, rows))
 
 
+def update_where(obj: models.Model, names: Sequence[str], **expected: Any) -> int:
+    """UPDATE the fields `names` of one instance's row from its values, only if the row's fields
+    still hold the `expected` values; the number of rows changed (0: another writer moved first)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    model = type(obj)
+    pk = model._meta.pk
+    assert pk is not None
+    fields = _fields(model, names)
+    conditions = [pk, *_fields(model, list(expected))]
+    assignments = ", ".join(f"{_quote(connection, field.column)} = %s" for field in fields)
+    where = " AND ".join(f"{_quote(connection, field.column)} = %s" for field in conditions)
+    sql = f"UPDATE {_quote(connection, model._meta.db_table)} SET {assignments} WHERE {where}"  # noqa: S608
+    row = [getattr(obj, field.attname) for field in fields] + [obj.pk, *expected.values()]
+    (params,) = _prepare(connection, [*fields, *conditions], [row])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
 def delete(model: type[models.Model], primary_keys: Sequence[object]) -> None:
     """DELETE rows by primary key: no cascade, no signals (for models nothing points at)."""
     if not primary_keys:

@@ -166,13 +166,12 @@ MESSAGE_FIELDS = (
     "reply_channel",
     "created_at",
 )
-TRANSITION_FIELDS = ("conversation", "from_state", "via", "to_state", "reason", "created_at")
 CONVERSATION_FIELDS = ("flow_position", "last_seq", "meta", "turn_state", "turn_changed_at", "updated_at")
 
 
 class _Run:
     """What applying one conversation's inbox adds: messages numbered as they come, turn
-    audit rows, events to publish; rows as values of MESSAGE_FIELDS and TRANSITION_FIELDS,
+    audit rows, events to publish; rows as values of MESSAGE_FIELDS and turns.TRANSITION_FIELDS,
     written for the whole batch at once."""
 
     def __init__(self, conversation: Conversation, now: datetime) -> None:
@@ -264,7 +263,7 @@ def advance(conversation_ids: Iterable[Any]) -> None:
             run.conversation.updated_at = now
         bulk.delete(Message, done)
         bulk.insert_rows(Message, MESSAGE_FIELDS, [message for run in runs for message in run.messages])
-        bulk.insert_rows(TurnTransition, TRANSITION_FIELDS, [row for run in runs for row in run.transitions])
+        bulk.insert_rows(TurnTransition, turns.TRANSITION_FIELDS, [row for run in runs for row in run.transitions])
         by_changed: dict[tuple[str, ...], list[Conversation]] = defaultdict(list)
         for run in runs:
             by_changed[tuple(name for name in CONVERSATION_FIELDS if name in run.changed)].append(run.conversation)

@@ -8,10 +8,12 @@ the row; the other sees zero rows and loses. On PostgreSQL callers also hold the
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from datetime import datetime
 
 from django.utils import timezone
 
+from conversations import bulk
 from conversations.models import Conversation, TurnState, TurnTransition
 
 S = TurnState
@@ -40,46 +42,38 @@ def is_allowed(from_state: str, to_state: str) -> bool:
     return to_state in ALLOWED.get(from_state, frozenset())
 
 
-def move(conversation: Conversation, to_state: str, reason: str = "") -> None:
+# An audit row (TurnTransition) as values, for `bulk.insert_rows`.
+TRANSITION_FIELDS = ("conversation", "from_state", "via", "to_state", "reason", "created_at")
+
+
+def move(conversation: Conversation, to_state: str, reason: str = "", *, also: Sequence[str] = ()) -> None:
     """Move `conversation` from its current state to `to_state`, or raise TransitionRefused.
 
     Call inside a transaction. `conversation.turn_state` must be what the caller last read:
     if the row changed since, the conditional update matches nothing and the move is refused.
+    `also`: other fields of the instance the caller changed, written by the same UPDATE.
     """
-    from_state = conversation.turn_state
-    if not is_allowed(from_state, to_state):
-        raise TransitionRefused(f"{from_state} → {to_state} is not a turn transition")
-    now = timezone.now()
-    changed = Conversation.objects.filter(pk=conversation.pk, turn_state=from_state).update(
-        turn_state=to_state, turn_changed_at=now, updated_at=now
-    )
-    if changed != 1:
-        raise TransitionRefused(f"{from_state} → {to_state} lost a race")
-    TurnTransition.objects.create(
-        conversation=conversation, from_state=from_state, to_state=to_state, reason=reason[:300], created_at=now
-    )
-    conversation.turn_state = to_state
-    conversation.turn_changed_at = now
+    move_through(conversation, [to_state], reason, also=also)
 
 
-def move_through(conversation: Conversation, states: list[str], reason: str = "") -> None:
-    """Several moves in one conditional UPDATE; every step is still checked, and recorded in
-    one audit row (`TurnTransition.via`)."""
+def move_through(conversation: Conversation, states: list[str], reason: str = "", *, also: Sequence[str] = ()) -> None:
+    """Several moves in one conditional UPDATE (with the fields `also`, see `move`); every step
+    is still checked, and recorded in one audit row (`TurnTransition.via`). Two statements in
+    all: a turn is taken on the hot paths of every protocol."""
     from_state, changed_at = conversation.turn_state, conversation.turn_changed_at
     if not states:
         return
     _, via, to_state = plan_through(conversation, states)
-    changed = Conversation.objects.filter(pk=conversation.pk, turn_state=from_state).update(
-        turn_state=conversation.turn_state, turn_changed_at=conversation.turn_changed_at,
-        updated_at=conversation.turn_changed_at,
-    )  # fmt: skip
-    if changed != 1:
+    conversation.updated_at = conversation.turn_changed_at
+    names = ("turn_state", "turn_changed_at", "updated_at", *also)
+    if bulk.update_where(conversation, names, turn_state=from_state) != 1:
         conversation.turn_state, conversation.turn_changed_at = from_state, changed_at
         raise TransitionRefused(f"{from_state} → {states[-1]} lost a race")
-    TurnTransition.objects.create(
-        conversation=conversation, from_state=from_state, via=via, to_state=to_state, reason=reason[:300],
-        created_at=conversation.turn_changed_at,
-    )  # fmt: skip
+    bulk.insert_rows(
+        TurnTransition,
+        TRANSITION_FIELDS,
+        [(conversation.pk, from_state, via, to_state, reason[:300], conversation.turn_changed_at)],
+    )
 
 
 def plan_through(conversation: Conversation, states: list[str], at: datetime | None = None) -> tuple[str, str, str]:

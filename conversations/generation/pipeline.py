@@ -157,17 +157,22 @@ def _claim(conversation_id: Any, user_seq: int) -> str:
             return f"the turn is {conversation.turn_state}"
         if _latest_user_seq(conversation) != user_seq:
             return "a later message took over"
+        conversation.meta = _marked(conversation.meta, user_seq)
         try:
-            turns.move(conversation, TurnState.AI_GENERATING, f"answering #{user_seq}")
+            turns.move(conversation, TurnState.AI_GENERATING, f"answering #{user_seq}", also=("meta",))
         except turns.TransitionRefused:
             return "another worker claimed it"
-        _mark(conversation, user_seq)
         publish_on_commit(conversation.pk, [turn_event(TurnState.AI_GENERATING)])
         return "claimed"
 
 
+def _marked(meta: dict[str, Any], user_seq: int) -> dict[str, Any]:
+    """`meta` with the claim's marker: which message is being answered, since when."""
+    return {**meta, "generation": {"user_seq": user_seq, "started": time.time()}}
+
+
 def _mark(conversation: Conversation, user_seq: int) -> None:
-    conversation.meta = {**conversation.meta, "generation": {"user_seq": user_seq, "started": time.time()}}
+    conversation.meta = _marked(conversation.meta, user_seq)
     conversation.save(update_fields=["meta", "updated_at"])
 
 
@@ -340,13 +345,12 @@ def _answer_payload(plan: Plan, attempt: Attempt, *, final: bool) -> tuple[str, 
 
 
 def _append(conversation: Conversation, entries: list[tuple[str, dict[str, Any], bool]]) -> list[Message]:
-    created = services.append_messages(
+    created = services.number_messages(
         conversation, [(Message.Direction.OUT, kind, payload) for kind, payload, _ in entries]
     )
     for message, (_, _, cut_off) in zip(created, entries, strict=True):
-        if cut_off:
-            message.cut_off = True
-            message.save(update_fields=["cut_off"])
+        message.cut_off = cut_off
+    Message.objects.bulk_create(created)
     return created
 
 
@@ -392,13 +396,15 @@ def _store(plan: Plan, attempts: list[Attempt]) -> None:
             entries += _after_generation(conversation)
         stored = _append(conversation, entries)
         _finish_meta(conversation)
-        conversation.save(update_fields=["last_seq", "meta", "updated_at"])
         events: list[Event] = [message_event(message) for message in stored]
         publish_on_commit(conversation.pk, events)
         if done is not None:
-            turns.move_through(conversation, [TurnState.AI_COMMITTED, TurnState.IDLE], "answer stored")
+            turns.move_through(
+                conversation, [TurnState.AI_COMMITTED, TurnState.IDLE], "answer stored", also=("last_seq", "meta")
+            )
             publish_on_commit(conversation.pk, [turn_event(TurnState.IDLE, "answer stored")])
         else:
+            conversation.save(update_fields=["last_seq", "meta", "updated_at"])
             reasons = "provider failed: " + "; ".join(attempt.error for attempt in attempts)
             services.conversation_fail(conversation.pk, reasons[:300], visitor_message=FAILED_MESSAGE)
         if is_assistant:
