@@ -71,11 +71,11 @@ class StageTimes:
     deliveries: list[tuple[float, float, int]] = field(default_factory=list)
 
 
-def _stage_times(path: Path) -> StageTimes | None:
+def _stage_times(path: Path, number: int) -> StageTimes | None:
     from bench.emit_log import read
 
     times = StageTimes()
-    for entry in read(str(path)):
+    for entry in read(str(path), number):
         if entry[0] == "delivery":
             times.deliveries.append((entry[1], entry[2], entry[3]))
             continue
@@ -175,6 +175,7 @@ def stored_answers(stack: Stack, conversation_ids: list[str]) -> dict[str, list[
 
 
 def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
+    from bench.emit_log import flush as flush_log
     from bench.emit_log import forget as forget_log
     from bench.runner import run_client
     from bench.stack import ServerWatch
@@ -211,16 +212,20 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
             run_client(cfg, module="bench.streaming")
             time.sleep(1)
             llm.n_tokens, llm.logs = args.stream_tokens, {}
+            if pool == "threads":
+                flush_log(str(emit_log), 1)  # the warm-up's entries, dropped
             forget_log(str(emit_log))
             watch = ServerWatch(stack.root_pids).start()
             profiles = profile_server(watch, args.profile, f"stream-{m}") if args.profile else None
             client = run_client(cfg, module="bench.streaming")
             server = watch.stop()
-            time.sleep(0.5)  # the stack's processes write their stage times every 100 ms
+            if pool == "threads":
+                flush_log(str(emit_log), 2)  # the stack's processes write down this run's times
         finally:
             llm.stop()
-        stages = _stage_times(emit_log)
+        stages = _stage_times(emit_log, 2)
         forget_log(str(emit_log))
+        Path(f"{emit_log}.flush").unlink(missing_ok=True)
         ids = [s["conversation_id"] for s in client["streams"] if s["conversation_id"]]
         stored = stored_answers(stack, ids)
         result = analyse(m, args.stream_tokens, client, llm.logs, stored, stages)

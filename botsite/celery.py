@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
 
 from botsite import kombu_clients
 
@@ -58,6 +58,15 @@ def _freeze_startup_objects(**kwargs: object) -> None:
     # Everything a pool process inherits at fork (Django, the apps, Celery) lives as long as the
     # process: out of the collector's sight, full collections stay cheap and do not write to
     # (and so copy) the pages shared with the parent.
+    gc.freeze()
+
+
+@worker_ready.connect
+def _freeze_main_process_startup_objects(**kwargs: object) -> None:
+    # The worker's main process as well: with a thread pool it runs the tasks itself, and its
+    # full collections walked the whole startup heap, 70-100 ms during which every answer it
+    # streamed stood still (docs/performance.md). With prefork it only consumes and dispatches.
+    gc.collect()
     gc.freeze()
 
 
