@@ -44,3 +44,19 @@ def test_a_row_of_the_wrong_width_is_refused() -> None:
     fields = [Message._meta.get_field("seq"), Message._meta.get_field("kind")]
     with pytest.raises(ValueError, match="2 fields"):
         bulk._prepare(connection, fields, [[1, "a"], [2]])
+
+
+def test_update_where_writes_the_named_fields_only_while_the_row_holds_what_was_expected(techpro) -> None:
+    from conversations import services
+    from conversations.models import Channel
+
+    conversation = services.conversation_open(techpro, Channel.SESSIONS)
+    stale = Conversation.objects.get(pk=conversation.pk)
+    conversation.last_seq, conversation.last_error, conversation.meta = 7, "not written", {"a": 1}
+    assert bulk.update_where(conversation, ["last_seq", "meta"], turn_state="idle") == 1
+    stored = Conversation.objects.get(pk=conversation.pk)
+    assert (stored.last_seq, stored.last_error, stored.meta) == (7, "", {"a": 1})
+
+    stale.last_seq = 99
+    assert bulk.update_where(stale, ["last_seq"], turn_state="ai_generating") == 0  # another state: refused
+    assert Conversation.objects.get(pk=conversation.pk).last_seq == 7
