@@ -118,7 +118,6 @@ def read(path: str, number: int) -> list[list[Any]]:
 
 
 def forget(path: str) -> None:
-    """Remove the files of every flush (the flush requests' counter file stays)."""
+    """Remove every flush's files and the request (the processes remember the last they served)."""
     for name in glob.glob(f"{glob.escape(path)}.*"):
-        if not name.endswith(".flush"):
-            os.unlink(name)
+        os.unlink(name)

@@ -225,7 +225,6 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
             llm.stop()
         stages = _stage_times(emit_log, 2)
         forget_log(str(emit_log))
-        Path(f"{emit_log}.flush").unlink(missing_ok=True)
         ids = [s["conversation_id"] for s in client["streams"] if s["conversation_id"]]
         stored = stored_answers(stack, ids)
         result = analyse(m, args.stream_tokens, client, llm.logs, stored, stages)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -97,6 +97,7 @@ def _prepare(
     return prepared
 
 
+ModelT = TypeVar("ModelT", bound=models.Model)
 Converter = Callable[[Any, Any, BaseDatabaseWrapper], Any]
 ColumnConverters = list[list[tuple[Converter, Any]]]  # per column, with the expression each takes
 
@@ -141,6 +142,22 @@ def select(
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     return _convert(connection, rows, columns_converters)
+
+
+def instances(
+    model: type[ModelT],
+    fields: Sequence[models.Field],
+    *,
+    where_in: Mapping[str, Collection[Any]],
+    order_by: str | None = None,
+    lock: bool = False,
+    skip_locked: bool = False,
+) -> list[ModelT]:
+    """`select` of `fields` (in the model's field order, as `from_db` takes them), as model
+    instances; the fields not read are deferred."""
+    names, attnames = [field.name for field in fields], [field.attname for field in fields]
+    rows = select(model, names, where_in=where_in, order_by=order_by, lock=lock, skip_locked=skip_locked)
+    return [model.from_db(DEFAULT_DB_ALIAS, attnames, row) for row in rows]
 
 
 def _converters(

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from conversations import bulk, turns
@@ -285,16 +285,11 @@ LOCKED_FIELDS = [
 ]
 
 
-LOCKED_NAMES = [field.name for field in LOCKED_FIELDS]
-LOCKED_ATTNAMES = [field.attname for field in LOCKED_FIELDS]
-
-
 def _lock_conversations(ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Conversation]:
     """The conversations `ids` (the fields a batch reads), their rows locked in id order."""
-    rows = bulk.select(
-        Conversation, LOCKED_NAMES, where_in={"id": ids}, order_by="id", lock=True, skip_locked=skip_locked
+    return bulk.instances(
+        Conversation, LOCKED_FIELDS, where_in={"id": ids}, order_by="id", lock=True, skip_locked=skip_locked
     )
-    return [Conversation.from_db(DEFAULT_DB_ALIAS, LOCKED_ATTNAMES, row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from conversations import bulk, inbox, turns
@@ -30,21 +30,17 @@ def visitor_key_for(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-# Every column of a conversation, as a locked read takes them (`Conversation.from_db`'s order).
-_COLUMNS = Conversation._meta.concrete_fields
-_COLUMN_NAMES = [field.name for field in _COLUMNS]
-_COLUMN_ATTNAMES = [field.attname for field in _COLUMNS]
-
-
 def lock_conversation(conversation_id: Any) -> Conversation:
     """The conversation row, locked until the transaction ends (PostgreSQL); SQLite serialises
     writers with IMMEDIATE transactions instead. One plain SELECT, no join (`.brand` is read when
     asked for): every turn of every protocol starts here, and the ORM's query took 0.5 ms of
     CPU where this takes 0.1. Raises Conversation.DoesNotExist, or ValueError for a bad id."""
-    rows = bulk.select(Conversation, _COLUMN_NAMES, where_in={"id": [as_uuid(conversation_id)]}, lock=True)
-    if not rows:
+    found = bulk.instances(
+        Conversation, Conversation._meta.concrete_fields, where_in={"id": [as_uuid(conversation_id)]}, lock=True
+    )
+    if not found:
         raise Conversation.DoesNotExist(f"no conversation {conversation_id}")
-    return Conversation.from_db(DEFAULT_DB_ALIAS, _COLUMN_ATTNAMES, rows[0])
+    return found[0]
 
 
 def number_messages(conversation: Conversation, entries: Iterable[tuple[str, str, dict[str, Any]]]) -> list[Message]:
@@ -201,13 +197,10 @@ def conversation_accept_user_message(
         path: list[str] = [TurnState.USER_WRITING, TurnState.USER_COMMITTED]
         if conversation.turn_state != TurnState.IDLE:
             path.insert(0, TurnState.IDLE)
-        conversation.last_seq += 1
-        turns.move_through(conversation, path, "visitor message", also=("last_seq",))
         payload = {"kind": kind, "content": text, **(extra or {})}
-        message = Message(
-            conversation=conversation, seq=conversation.last_seq, direction=Message.Direction.IN, kind=kind,
-            payload=payload, client_id=client_id or None, created_at=conversation.turn_changed_at,
-        )  # fmt: skip
+        (message,) = number_messages(conversation, [(Message.Direction.IN, kind, payload)])
+        message.client_id = client_id or None
+        turns.move_through(conversation, path, "visitor message", also=("last_seq",))
         Message.objects.bulk_create([message])
         publish_on_commit(conversation.pk, [message_event(message), turn_event(conversation.turn_state)])
         enqueue_on_commit("generate_answer", str(conversation.pk), message.seq)

@@ -90,9 +90,3 @@ def plan_through(conversation: Conversation, states: list[str], at: datetime | N
     conversation.turn_state = states[-1]
     conversation.turn_changed_at = at or timezone.now()
     return path[0], TurnTransition.via_for(states[:-1]), states[-1]
-
-
-def back_to_idle(conversation: Conversation, reason: str = "") -> None:
-    """From a finished turn, an error or a timeout, be ready for the next message."""
-    if conversation.turn_state != S.IDLE:
-        move(conversation, S.IDLE, reason)
