@@ -61,7 +61,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--stream-pool",
         choices=["threads", "prefork"],
         default="threads",
-        help="Celery pool of the streaming stack: M threads (every answer at once) or the stack's prefork workers",
+        help="who streams the answers: the stack's answers worker (threads, every answer at once) or, without it, "
+        "the flow worker's prefork children",
     )
     parser.add_argument("--idle", default="1000,10000", help="idle sockets to hold (default: %(default)s)")
     parser.add_argument("--products", type=int, default=10_000, help="catalog size for retrieval")

@@ -36,8 +36,8 @@ class Profiler:
         RESULTS.mkdir(exist_ok=True)
         runs = []
         for pid, stats in watch.stats.items():
-            # worker-main: with the threads pool (the streaming stack) the tasks run there.
-            if stats.role not in {"daphne", "worker-child", "worker-main"}:
+            # worker-main: with CELERY_POOL=threads the tasks run there; so do the answers worker's.
+            if stats.role not in {"daphne", "worker-child", "worker-main", "answers"}:
                 continue
             out = RESULTS / f"profile-{label}-{stats.role}-{pid}.txt"
             process = subprocess.Popen(

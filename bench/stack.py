@@ -87,6 +87,8 @@ def role_of(process: psutil.Process) -> str:
         return "redis"
     if "daphne" in cmd:
         return "daphne"
+    if "celery" in cmd and " worker" in cmd and " -n answers-" in cmd:
+        return "answers"  # streamed answers: a thread pool, the tasks run in this process
     if "celery" in cmd and " worker" in cmd:
         # Prefork pool children run the tasks; the main process only dispatches.
         return "worker-child" if "celery" in parent_cmd and " worker" in parent_cmd else "worker-main"

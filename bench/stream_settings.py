@@ -1,8 +1,7 @@
-"""Settings of the streaming part's stack: the chosen settings plus a Celery thread pool.
+"""Settings of the streaming part's stack: the chosen settings plus the benchmark's emit log.
 
-With `runstack --concurrency M` the worker then runs M answers at once in one process, so M
-streams really are concurrent (M prefork children would cost ~100 MiB each). Only the benchmark
-uses this.
+The stack is otherwise what `make run` starts (its answers worker streams every answer at once).
+Only the benchmark uses this.
 """
 
 import importlib
@@ -10,8 +9,6 @@ import os
 
 _base = importlib.import_module(os.environ.get("BENCH_BASE_SETTINGS", "botsite.settings"))
 globals().update({name: value for name, value in vars(_base).items() if name.isupper()})
-
-CELERY_WORKER_POOL = "threads"
 
 # `--env STREAM_DELIVERY_INTERVAL=0.005`: try another pacing of the worker's stream deliveries.
 if "STREAM_DELIVERY_INTERVAL" in os.environ:

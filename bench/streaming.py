@@ -23,9 +23,10 @@ Measured per answer, then over all answers:
 - exactness: the chunks joined equal the model's tokens joined, and equal the answer stored in the
   stack's database (read through `manage.py shell` with the stack's environment).
 
-Every answer runs concurrently only if the stack has M workers: by default this part runs its
-stack with a Celery thread pool of M threads (bench/stream_settings.py); `--stream-pool prefork`
-keeps the stack's `--concurrency` prefork workers (then answers queue, and TTFT shows it).
+The stack is the one `make run` starts: answers run on its answers worker, a Celery thread pool
+(runstack's GENERATION_THREADS, raised to M if it is smaller), every answer at once;
+`--stream-pool prefork` starts it without that worker (GENERATION_WORKERS=0), so the flow worker's
+`--concurrency` prefork children run the answers one each (then answers queue, and TTFT shows it).
 """
 
 from __future__ import annotations
@@ -188,17 +189,22 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
         pool = getattr(args, "stream_pool", "threads")
         emit_log = Path(tempfile.gettempdir()) / f"botsite-bench-emit-{os.getpid()}-{m}.jsonl"
         if pool == "threads":
+            # The stack as `make run` starts it, its answers worker given a thread for each
+            # answer if it has fewer (runstack's default is 100), plus the emit log.
+            threads = max(m, int(os.environ.get("GENERATION_THREADS", "100")))
             stack = stacks.fresh(
                 {
                     "DJANGO_SETTINGS_MODULE": "bench.stream_settings",
                     "BENCH_BASE_SETTINGS": stacks.settings_module(),
                     "BENCH_EMIT_LOG": str(emit_log),
-                },
-                concurrency=m,
+                    "GENERATION_THREADS": str(threads),
+                }
             )
-            workers = f"{m} threads"
+            workers = f"{threads} threads"
         else:
-            stack = stacks.fresh()  # the stack's own settings: no emit times (the model's send is used)
+            # No answers worker: the flow worker's prefork children run the answers, one each.
+            # The stack's own settings: no emit times (the model's send is used).
+            stack = stacks.fresh({"GENERATION_WORKERS": "0"})
             workers = f"{args.concurrency} prefork"
         print(f"  stream: {m} answers of {args.stream_tokens} tokens at {args.stream_rate}/s ({workers}) …",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -238,8 +244,8 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
 
 
 def profile_server(watch: Any, seconds: float, label: str) -> Any:
-    """py-spy record on daphne and the worker processes (the thread pool runs in the worker's
-    main process, which bench.profile does not record); returns a function that waits for it."""
+    """py-spy record on daphne and the worker processes (the answers worker's thread pool runs in
+    its main process, which bench.profile does not record); returns a function that waits for it."""
     import subprocess
 
     from bench.profile import RESULTS, _py_spy, hot_path, top_functions
@@ -250,7 +256,7 @@ def profile_server(watch: Any, seconds: float, label: str) -> Any:
     RESULTS.mkdir(exist_ok=True)
     runs = []
     for pid, stats in watch.stats.items():
-        if stats.role in {"daphne", "worker-main", "worker-child"}:
+        if stats.role in {"daphne", "answers", "worker-main", "worker-child"}:
             out = RESULTS / f"profile-{label}-{stats.role}-{pid}.txt"
             command = [binary, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
                        "--format", "raw", "--output", str(out), "--nonblocking", "--gil"]  # fmt: skip

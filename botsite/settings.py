@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 from botsite.env import celery_url_for_db, env_bool, env_int, env_list, env_str, redis_url_for_db
 
@@ -142,6 +143,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 600),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Streamed answers have a queue of their own: an answer holds its task for as long as the model
+# streams (seconds), mostly waiting on the network, so `make run` serves them from a thread-pool
+# worker (GENERATION_THREADS answers at once) instead of the prefork children that run flow steps,
+# which two long answers would otherwise keep from every assistant visitor.
+# A worker started without `-Q` consumes both queues, as a single worker did before.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+GENERATION_QUEUE = env_str("GENERATION_QUEUE", "answers") or "answers"
+CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("celery", GENERATION_QUEUE))
+CELERY_TASK_ROUTES = {"conversations.tasks.generate_answer": {"queue": GENERATION_QUEUE}}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Conversations ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from amqp.exceptions import ChannelError
 from celery.contrib.testing.worker import start_worker
+from django.conf import settings as django_settings
 from django.test import TransactionTestCase
 from hypothesis import settings as hypothesis_settings
 
@@ -62,7 +63,13 @@ def celery_session_worker() -> Iterator[object]:
     """A real Celery worker (a thread of this process) consuming from the real broker."""
     celery_app.conf.task_always_eager = False
     with start_worker(
-        celery_app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10
+        celery_app,
+        pool="threads",
+        concurrency=2,
+        queues=worker_queues(),
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=10,
     ) as worker:
         _session_worker_running.set()
         yield worker
@@ -92,20 +99,25 @@ def _empty_database_once_the_worker_is_idle(self: TransactionTestCase) -> None:
 TransactionTestCase._fixture_teardown = _empty_database_once_the_worker_is_idle  # type: ignore[method-assign]
 
 
+def worker_queues() -> list[str]:
+    """Flow steps' queue and streamed answers' (make run serves them from two workers)."""
+    return [celery_app.conf.task_default_queue, django_settings.GENERATION_QUEUE]
+
+
 def wait_until_worker_idle(timeout: float = 15.0) -> None:
     from celery.worker import state
 
-    queue = celery_app.conf.task_default_queue
     deadline = time.monotonic() + timeout
     idle_rounds = 0
     with celery_app.connection_for_write() as connection:
         channel = connection.default_channel
         while idle_rounds < 3 and time.monotonic() < deadline:
-            queued = queued_messages(channel, queue)
+            queued = sum(queued_messages(channel, queue) for queue in worker_queues())
             busy = bool(state.active_requests or state.reserved_requests or queued)
             idle_rounds = 0 if busy else idle_rounds + 1
             time.sleep(0.02)
-        channel.queue_purge(queue)
+        for queue in worker_queues():
+            channel.queue_purge(queue)
 
 
 def queued_messages(channel: Any, queue: str) -> int:

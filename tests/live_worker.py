@@ -38,7 +38,8 @@ def task_routed_to_private_queue(task_name: str) -> Iterator[str]:
 
 
 class CeleryWorkerProcess:
-    """`celery worker` with a prefork pool of one child, consuming `queue` only."""
+    """`celery worker` with a prefork pool of one child, consuming `queue` only (comma-separated:
+    several)."""
 
     def __init__(self, queue: str, extra_env: dict[str, str] | None = None) -> None:
         self.queue = queue
@@ -50,7 +51,7 @@ class CeleryWorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "botsite", "worker", "-Q", self.queue, "-P", "prefork",
              "-c", "1", "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO",
-             "-n", f"{self.queue}@%h"],
+             "-n", f"{self.queue.replace(',', '-')}@%h"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         return self

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from django.conf import settings
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
@@ -149,7 +150,8 @@ def fault_stack() -> Iterator[FaultStack]:
     }
     os_env_broker = os.environ.pop("CELERY_BROKER_URL", None)
     daphne = LoggedDaphne(env)
-    worker = CeleryWorkerProcess("celery", env)
+    # One worker for flow steps and answers alike: each test kills "the" worker.
+    worker = CeleryWorkerProcess(f"celery,{settings.GENERATION_QUEUE}", env)
     try:
         daphne.start()
         stack = FaultStack(redis, daphne, worker)

@@ -1,7 +1,8 @@
 """`manage.py runstack`: everything `make run` starts, under one supervisor.
 
 Embedded Redis (when REDIS_URL is unset), migrations and demo data, then daphne, a Celery worker
-and Celery beat as child processes. A child that dies is restarted; Ctrl-C stops them all.
+for flow steps (prefork), one for streamed answers (threads) and Celery beat as child processes.
+A child that dies is restarted; Ctrl-C stops them all.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ LISTEN_BACKLOG = 4096
 
 
 class Command(BaseCommand):
-    help = "Run embedded Redis (if REDIS_URL is unset), daphne, a Celery worker and beat."
+    help = "Run embedded Redis (if REDIS_URL is unset), daphne, Celery workers for flows and answers, and beat."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -53,6 +54,18 @@ class Command(BaseCommand):
             type=int,
             default=int(os.environ.get("WEB_PROCESSES", "1")),
             help="daphne processes sharing the port (Socket.IO's polling transport then needs sticky sessions)",
+        )
+        parser.add_argument(
+            "--answer-workers",
+            type=int,
+            default=int(os.environ.get("GENERATION_WORKERS", "1")),
+            help="thread-pool workers for streamed answers (0: the flow worker's children run them too)",
+        )
+        parser.add_argument(
+            "--answer-threads",
+            type=int,
+            default=int(os.environ.get("GENERATION_THREADS", "100")),
+            help="answers each of them streams at once",
         )
         parser.add_argument("--no-demo", action="store_true", help="Do not load demo data.")
         parser.add_argument("--no-beat", action="store_true")
@@ -93,11 +106,25 @@ class Command(BaseCommand):
             Child("daphne" if processes == 1 else f"daphne-{index}", daphne, pass_fds=pass_fds)
             for index in range(processes)
         ]
-        children += [
-            # Gossip, mingle and heartbeats serve monitoring tools; here they only cost CPU.
+        # Gossip, mingle and heartbeats serve monitoring tools; here they only cost CPU.
+        quiet = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        answer_workers = max(0, options["answer_workers"])
+        flow_queues = settings.CELERY_TASK_DEFAULT_QUEUE
+        if not answer_workers:
+            flow_queues += f",{settings.GENERATION_QUEUE}"
+        children.append(
             Child("worker", [*celery, "worker", "--loglevel", log_level, "--concurrency", str(options["concurrency"]),
-                             "--pool", options["pool"], "-n", f"worker-{os.getpid()}@%h",
-                             "--without-gossip", "--without-mingle", "--without-heartbeat"]),
+                             "--pool", options["pool"], "-Q", flow_queues, "-n", f"worker-{os.getpid()}@%h", *quiet])
+        )  # fmt: skip
+        # An answer mostly waits on the model: threads, many per process, all streaming on the
+        # process's one event loop (conversations/generation/relay.py). Each process takes only
+        # as many answers as it has threads, so that several share a burst.
+        children += [
+            Child("answers" if answer_workers == 1 else f"answers-{index}",
+                  [*celery, "worker", "--loglevel", log_level, "--concurrency", str(max(1, options["answer_threads"])),
+                   "--pool", "threads", "--prefetch-multiplier", "1", "-Q", settings.GENERATION_QUEUE,
+                   "-n", f"answers-{index}-{os.getpid()}@%h", *quiet])
+            for index in range(answer_workers)
         ]  # fmt: skip
         if not options["no_beat"]:
             children.append(
