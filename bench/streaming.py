@@ -189,9 +189,10 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
         pool = getattr(args, "stream_pool", "threads")
         emit_log = Path(tempfile.gettempdir()) / f"botsite-bench-emit-{os.getpid()}-{m}.jsonl"
         if pool == "threads":
-            # The stack as `make run` starts it, its answers worker given a thread for each
-            # answer if it has fewer (runstack's default is 100), plus the emit log.
-            threads = max(m, int(os.environ.get("GENERATION_THREADS", "100")))
+            # The stack as `make run` starts it, its answers workers given a thread for each
+            # answer if they have fewer (runstack's default is one worker of 100), plus the emit log.
+            processes = max(1, int(os.environ.get("GENERATION_WORKERS", "1")))
+            threads = max(-(-m // processes), int(os.environ.get("GENERATION_THREADS", "100")))
             stack = stacks.fresh(
                 {
                     "DJANGO_SETTINGS_MODULE": "bench.stream_settings",
@@ -200,7 +201,7 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
                     "GENERATION_THREADS": str(threads),
                 }
             )
-            workers = f"{threads} threads"
+            workers = f"{threads} threads" if processes == 1 else f"{processes}x{threads} threads"
         else:
             # No answers worker: the flow worker's prefork children run the answers, one each.
             # The stack's own settings: no emit times (the model's send is used).
