@@ -32,6 +32,7 @@ The stack is the one `make run` starts: answers run on its answers worker, a Cel
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import os
 import re
@@ -307,6 +308,11 @@ def analyse(
     # Chunk latency by the second (since the first token of the run) the model sent the token:
     # does a backlog form, and does it drain?
     by_second: dict[int, list[float]] = {}
+    # The emit → client split by that second too: is a slow second the worker's or the web's?
+    split_by_second: dict[int, tuple[list[float], list[float], list[float]]] = {}
+    # A piece leaves in the first delivery that starts after its emit (they run one at a time).
+    deliveries = sorted(stages.deliveries) if stages is not None else []
+    delivery_starts = [start for start, _, _ in deliveries]
     first_send = min((log.sent[0] for log in logs.values() if log.sent), default=0.0)
     for stream in client["streams"]:
         index = stream["index"]
@@ -350,6 +356,12 @@ def analyse(
                     if handled is not None:
                         emit_to_web_ms.append((handled - emitted[index, k]) * 1000)
                         web_to_client_ms.append((at - handled) * 1000)
+                        split = split_by_second.setdefault(int(log.sent[k] - first_send), ([], [], []))
+                        split[0].append(emit_to_web_ms[-1])
+                        split[1].append(web_to_client_ms[-1])
+                        carrier = bisect.bisect_left(delivery_starts, emitted[index, k])
+                        if carrier < len(deliveries):
+                            split[2].append((deliveries[carrier][1] - emitted[index, k]) * 1000)
                 elif emitted is None:
                     mine.append(from_model[-1])
                 else:
@@ -386,6 +398,15 @@ def analyse(
         "worst_stream_chunk_p99_ms": max(per_stream_p99, default=None),
         "chunk_ms_by_second": [
             {"second": second, **percentiles(values)} for second, values in sorted(by_second.items())
+        ],
+        "split_ms_by_second": [
+            {
+                "second": second,
+                "emit_to_delivered": percentiles(to_delivered),
+                "emit_to_web": percentiles(to_web),
+                "web_to_client": percentiles(to_client),
+            }
+            for second, (to_web, to_client, to_delivered) in sorted(split_by_second.items())
         ],
     }
 

@@ -47,6 +47,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    peer: Any = None  # the client's (host, port): which connection the request came on
 
 
 @dataclass
@@ -202,7 +203,8 @@ class LLMServer:
         except ValueError:
             invalid = {"error": {"message": "invalid JSON", "type": "invalid_request_error"}}
             return web.json_response(invalid, status=400)
-        self.requests.append(Received(request.path, dict(request.headers), body))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.requests.append(Received(request.path, dict(request.headers), body, peer))
         reply = self._next_reply()
         if reply.hang:
             await self._forever()

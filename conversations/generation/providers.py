@@ -18,6 +18,7 @@ import aiohttp
 import certifi
 from django.conf import settings
 
+from botsite.eventloop import LoopLocal
 from conversations.generation.base import GenerationRequest, Provider, ProviderError, split_words
 from conversations.generation.offline import OfflineProvider
 from flows.models import Brand
@@ -112,6 +113,33 @@ async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
         yield rest.decode("utf-8", "replace")
 
 
+# Seconds an unused connection to a model is kept for the next answer (under most servers' own
+# idle limits, so that it is rarely the server that closes it first).
+KEEPALIVE_SECONDS = 15.0
+
+
+def _new_session() -> aiohttp.ClientSession:
+    """The loop's HTTP client: its connections to models are kept and reused from one answer to the
+    next, instead of a TCP (and TLS) handshake per answer. trust_env: proxies from the environment."""
+    connector = aiohttp.TCPConnector(limit=0, ssl=_ssl_context(), keepalive_timeout=KEEPALIVE_SECONDS)
+    return aiohttp.ClientSession(connector=connector, trust_env=True)
+
+
+# One per event loop: the worker's streaming loop runs every answer of its process.
+_sessions: LoopLocal[aiohttp.ClientSession] = LoopLocal(_new_session)
+
+
+async def _post(url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+    """POST and wait for the response's head. A kept connection that the server closed just as it
+    was reused fails before any answer began: that one is tried again, once, on a new connection."""
+    try:
+        return await _sessions.get().post(url, **kwargs)
+    except aiohttp.ClientConnectorError:
+        raise  # a new connection that could not be opened: nothing stale to replace
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        return await _sessions.get().post(url, **kwargs)
+
+
 class OpenAICompatibleProvider:
     """Streams with aiohttp: per streamed chunk its C parser and line reader cost ~60-80 us of CPU
     against ~400 us for httpx (anyio cancel scopes and h11 events per read) with 100 streams."""
@@ -139,11 +167,7 @@ class OpenAICompatibleProvider:
         )
         url = f"{self.config.base_url}/chat/completions"
         try:
-            # trust_env: proxies from the environment, as before with httpx.
-            async with (
-                aiohttp.ClientSession(timeout=timeout, trust_env=True) as session,
-                session.post(url, json=body, headers=headers, ssl=_ssl_context()) as response,
-            ):
+            async with await _post(url, json=body, headers=headers, timeout=timeout) as response:
                 if response.status != 200:
                     detail = (await response.read())[:200].decode("utf-8", "replace")
                     raise ProviderError(f"the model answered HTTP {response.status}: {detail}")
