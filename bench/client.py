@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
+from bench.runner import write_result
 from flows.demo.walkthrough import WALKTHROUGH as SCRIPT  # the demo flow walked once
 
 # Each conversation: the flow's start plus one step per answer.
@@ -237,7 +238,7 @@ def main() -> None:
     # The load shares the machine's cores with the stack: a light client (uvloop, aiohttp) keeps
     # less of the measured latency its own.
     result = uvloop.run(modes[cfg["mode"]](cfg))
-    print(json.dumps(result), flush=True)
+    write_result(cfg, result)
 
 
 if __name__ == "__main__":

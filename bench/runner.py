@@ -15,11 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class ClientProcess:
-    """`python -m bench.client CONFIG` with a pipe both ways (idle mode waits for a line)."""
+    """`python -m bench.client CONFIG` with a pipe both ways (idle mode waits for a line). The
+    final result comes back in a file, not on stdout: a result of several hundred KiB (20,000
+    chunk times) came back cut at the pipe's 64 KiB now and then."""
 
     def __init__(self, cfg: dict[str, Any], module: str = "bench.client") -> None:
+        handle, name = tempfile.mkstemp(prefix="botsite-bench-result-", suffix=".json")
+        os.close(handle)
+        self.result_path = Path(name)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, json.dumps(cfg)],
+            [sys.executable, "-m", module, json.dumps({**cfg, "result_path": name})],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -34,10 +39,21 @@ class ClientProcess:
         return dict(json.loads(line))
 
     def finish(self) -> dict[str, Any]:
-        stdout, _ = self.process.communicate("go\n")
-        if self.process.returncode != 0:
-            raise RuntimeError(f"the client exited with {self.process.returncode}")
-        return dict(json.loads(stdout.strip().splitlines()[-1]))
+        try:
+            self.process.communicate("go\n")
+            if self.process.returncode != 0:
+                raise RuntimeError(f"the client exited with {self.process.returncode}")
+            return dict(json.loads(self.result_path.read_text(encoding="utf-8")))
+        finally:
+            self.result_path.unlink(missing_ok=True)
+
+
+def write_result(cfg: dict[str, Any], result: dict[str, Any]) -> None:
+    """The client's side: its result into the file the runner named (written whole, then renamed)."""
+    path = Path(cfg["result_path"])
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(result), encoding="utf-8")
+    partial.replace(path)
 
 
 def run_client(cfg: dict[str, Any], module: str = "bench.client") -> dict[str, Any]:

@@ -499,11 +499,12 @@ def main() -> None:
     import uvloop
 
     from bench.client import raise_fd_limit
+    from bench.runner import write_result
 
     cfg = json.loads(sys.argv[1])
     raise_fd_limit(int(cfg["m"]) + 100)
     # Light, as the flow's load (bench/client.py): aiohttp's C frame reader on uvloop.
-    print(json.dumps(uvloop.run(run_visitors(cfg))), flush=True)
+    write_result(cfg, uvloop.run(run_visitors(cfg)))
 
 
 if __name__ == "__main__":
