@@ -36,7 +36,7 @@ def _rows(header: list[str], rows: list[list[Any]]) -> str:
 
 def _peaks(server: dict[str, Any]) -> str:
     roles = server.get("by_role", {})
-    short = {"daphne": "d", "worker-child": "wc", "worker-main": "wm", "answers": "a", "redis": "r"}
+    short = {"daphne": "d", "worker-child": "wc", "worker-main": "wm", "answers": "a", "streamer": "s", "redis": "r"}
     return " ".join(f"{short[r]}{roles[r]['peak_rss_mib']:.0f}" for r in short if r in roles)
 
 
@@ -82,7 +82,7 @@ def table(results: dict[str, Any]) -> str:
                     "p99 ms",
                     "max ms",
                     "CPU ms/step",
-                    "peak RSS MiB (d=daphne wc=worker child wm=worker main a=answers worker r=redis)",
+                    "peak RSS MiB (d=daphne wc=worker child wm=worker main a=answers s=its streamer r=redis)",
                 ],
                 rows,
             )

@@ -68,6 +68,13 @@ def _freeze_main_process_startup_objects(**kwargs: object) -> None:
     # streamed stood still (docs/performance.md). With prefork it only consumes and dispatches.
     gc.collect()
     gc.freeze()
+    from django.conf import settings
+
+    if settings.GENERATION_STREAM_PROCESS:
+        # Started now rather than by the first answer, which would wait for its interpreter.
+        from conversations.generation import streamer
+
+        streamer.streamer()
 
 
 @task_prerun.connect

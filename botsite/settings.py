@@ -176,6 +176,9 @@ GENERATION_HEARTBEAT_SECONDS = env_int("GENERATION_HEARTBEAT_SECONDS", 10)
 # Answers of one worker process that claim, ground or store at once (a thread pool runs many per
 # process; their Python work would keep the process's streaming loop waiting for the GIL).
 GENERATION_PREPARE_CONCURRENCY = env_int("GENERATION_PREPARE_CONCURRENCY", 1)
+# Stream in a child process of the worker instead of on a thread of it: for a thread-pool worker,
+# whose threads claim and store while its loop streams (runstack's answers workers set it).
+GENERATION_STREAM_PROCESS = env_bool("GENERATION_STREAM_PROCESS", False)
 
 # --- HTTP, static, auth ----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -108,14 +108,17 @@ def select(
     *,
     where_in: Mapping[str, Collection[Any]],
     null: Sequence[str] = (),
+    not_null: Sequence[str] = (),
     order_by: str | None = None,
+    limit: int | None = None,
     lock: bool = False,
     skip_locked: bool = False,
 ) -> list[tuple[Any, ...]]:
     """Rows of the fields `names` (foreign keys as ids) whose fields `where_in` have one of the
-    given values and whose fields `null` are NULL, as Python values. `lock`: FOR UPDATE where
-    the database has it (SQLite locks the whole database instead), `skip_locked` leaving out
-    rows another transaction holds."""
+    given values, whose fields `null` are NULL and `not_null` are not, as Python values, in the
+    order of `order_by` ("-name": descending), at most `limit`. `lock`: FOR UPDATE where the
+    database has it (SQLite locks the whole database instead), `skip_locked` leaving out rows
+    another transaction holds."""
     if any(not values for values in where_in.values()):
         return []
     connection = connections[DEFAULT_DB_ALIAS]
@@ -129,10 +132,15 @@ def select(
         conditions.append(f"{_quote(connection, field.column)} IN ({', '.join(['%s'] * len(values))})")
         params += [target.get_db_prep_value(value, connection, prepared=False) for value in values]
     conditions += [f"{_quote(connection, field.column)} IS NULL" for field in _fields(model, null)]
+    conditions += [f"{_quote(connection, field.column)} IS NOT NULL" for field in _fields(model, not_null)]
     columns = ", ".join(_quote(connection, field.column) for field in fields)
     sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(conditions)}"  # noqa: S608 (names from model metadata)
     if order_by:
-        sql += f" ORDER BY {_quote(connection, _fields(model, [order_by])[0].column)}"
+        descending = order_by.startswith("-")
+        sql += f" ORDER BY {_quote(connection, _fields(model, [order_by.lstrip('-')])[0].column)}"
+        sql += " DESC" if descending else ""
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
     if lock and connection.features.has_select_for_update:
         sql += " FOR UPDATE"
         if skip_locked and connection.features.has_select_for_update_skip_locked:
@@ -149,14 +157,19 @@ def instances(
     fields: Sequence[models.Field],
     *,
     where_in: Mapping[str, Collection[Any]],
+    not_null: Sequence[str] = (),
     order_by: str | None = None,
+    limit: int | None = None,
     lock: bool = False,
     skip_locked: bool = False,
 ) -> list[ModelT]:
     """`select` of `fields` (in the model's field order, as `from_db` takes them), as model
     instances; the fields not read are deferred."""
     names, attnames = [field.name for field in fields], [field.attname for field in fields]
-    rows = select(model, names, where_in=where_in, order_by=order_by, lock=lock, skip_locked=skip_locked)
+    rows = select(
+        model, names, where_in=where_in, not_null=not_null, order_by=order_by, limit=limit, lock=lock,
+        skip_locked=skip_locked,
+    )  # fmt: skip
     return [model.from_db(DEFAULT_DB_ALIAS, attnames, row) for row in rows]
 
 

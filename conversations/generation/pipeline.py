@@ -31,10 +31,10 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from conversations import services, task_queue, turns
+from conversations import bulk, services, task_queue, turns
 from conversations.events import Event, message_event, turn_event
 from conversations.generation import relay as stream_relay
-from conversations.generation import streams
+from conversations.generation import streamer, streams
 from conversations.generation.base import ChatTurn, GenerationRequest, Provider, ProviderError, ScoredProduct
 from conversations.generation.budget import BUDGET_SPENT_MESSAGE, budget_spent, record_usage
 from conversations.generation.language import detect_language
@@ -43,6 +43,7 @@ from conversations.generation.providers import FixedTextProvider, provider_for
 from conversations.generation.retrieval import retrieve
 from conversations.models import Channel, Conversation, Message, TurnState
 from conversations.publish import publish_on_commit
+from flows.models import Brand
 
 logger = logging.getLogger(__name__)
 
@@ -81,17 +82,17 @@ class Plan:
 def run_generation(conversation_id: Any, user_seq: int) -> None:
     with _preparing():
         claim = _claim(conversation_id, user_seq)
-    if claim == "recover":
+    if claim.outcome == "recover":
         _recover(conversation_id, user_seq)
         return
-    if claim != "claimed":
-        logger.info("generation for %s #%s: nothing to do (%s)", conversation_id, user_seq, claim)
+    if claim.outcome != "claimed":
+        logger.info("generation for %s #%s: nothing to do (%s)", conversation_id, user_seq, claim.outcome)
         return
     try:
         with _preparing():
-            plan = _plan(conversation_id, user_seq)
+            plan = _plan(claim, user_seq)
         with stream_relay.heartbeat(conversation_id, user_seq):
-            attempts = stream_relay.run(_stream(plan))
+            attempts = _run_stream(plan)
     except Exception:
         logger.exception("generation for %s #%s failed before it could store an answer", conversation_id, user_seq)
         services.conversation_fail(conversation_id, "generation crashed", visitor_message=FAILED_MESSAGE)
@@ -127,7 +128,40 @@ def _preparing() -> Iterator[None]:
 # --- Claiming the turn -----------------------------------------------------------------------
 
 
-def _latest_user_seq(conversation: Conversation) -> int | None:
+@dataclass
+class Claim:
+    """What claiming the turn found: `outcome` is "claimed", "recover" (a redelivery of a turn
+    already under way) or why there is nothing to do; a claimed turn comes with the conversation
+    and its newest messages (`latest`, newest first), which grounding reads too."""
+
+    outcome: str
+    conversation: Conversation | None = None
+    latest: list[Message] = field(default_factory=list)
+
+
+# What an answer reads of the newest messages: enough for the history and the visitor's text.
+WINDOW_FIELDS = [
+    field
+    for field in Message._meta.concrete_fields
+    if field.name in {"id", "conversation", "seq", "direction", "kind", "payload", "cut_off"}
+]
+
+
+def _newest_messages(conversation: Conversation) -> list[Message]:
+    """The HISTORY_LIMIT + 1 newest messages of the log, newest first, in one plain SELECT (the
+    ORM's query building was most of an answer's start: docs/performance.md)."""
+    return bulk.instances(
+        Message, WINDOW_FIELDS, where_in={"conversation": [conversation.pk]}, not_null=("seq",), order_by="-seq",
+        limit=HISTORY_LIMIT + 1,
+    )  # fmt: skip
+
+
+def _latest_user_seq(conversation: Conversation, newest: list[Message]) -> int | None:
+    for message in newest:
+        if message.direction == Message.Direction.IN:
+            return message.seq
+    if len(newest) <= HISTORY_LIMIT:
+        return None  # the whole log is in `newest`
     latest = (
         Message.objects.filter(conversation=conversation, direction=Message.Direction.IN, seq__isnull=False)
         .order_by("-seq")
@@ -137,33 +171,33 @@ def _latest_user_seq(conversation: Conversation) -> int | None:
     return latest
 
 
-def _claim(conversation_id: Any, user_seq: int) -> str:
-    """ "claimed", "recover" (a redelivery of a turn already under way) or why there is nothing to do."""
+def _claim(conversation_id: Any, user_seq: int) -> Claim:
     with transaction.atomic():
         try:
             conversation = services.lock_conversation(conversation_id)
         except (Conversation.DoesNotExist, ValueError):
-            return "no such conversation"
+            return Claim("no such conversation")
         current = conversation.meta.get("generation")
         if conversation.turn_state == TurnState.AI_GENERATING:
             if current and current.get("user_seq") == user_seq:
-                return "recover"
+                return Claim("recover")
             if current is None and conversation.channel == Channel.ASSISTANT:
                 # The flow moved the turn to ai_generating itself; the marker is our claim.
                 _mark(conversation, user_seq)
-                return "claimed"
-            return "another turn is being answered"
+                return Claim("claimed", conversation, _newest_messages(conversation))
+            return Claim("another turn is being answered")
         if conversation.turn_state != TurnState.USER_COMMITTED:
-            return f"the turn is {conversation.turn_state}"
-        if _latest_user_seq(conversation) != user_seq:
-            return "a later message took over"
+            return Claim(f"the turn is {conversation.turn_state}")
+        newest = _newest_messages(conversation)
+        if _latest_user_seq(conversation, newest) != user_seq:
+            return Claim("a later message took over")
         conversation.meta = _marked(conversation.meta, user_seq)
         try:
             turns.move(conversation, TurnState.AI_GENERATING, f"answering #{user_seq}", also=("meta",))
         except turns.TransitionRefused:
-            return "another worker claimed it"
+            return Claim("another worker claimed it")
         publish_on_commit(conversation.pk, [turn_event(TurnState.AI_GENERATING)])
-        return "claimed"
+        return Claim("claimed", conversation, newest)
 
 
 def _marked(meta: dict[str, Any], user_seq: int) -> dict[str, Any]:
@@ -211,15 +245,21 @@ def _earlier_user_texts(conversation: Conversation, before_seq: int) -> list[str
     return _as_texts(list(earlier))
 
 
-def _context(conversation: Conversation, user_seq: int) -> tuple[Message | None, tuple[ChatTurn, ...], list[str]]:
+def _context(
+    conversation: Conversation, user_seq: int, newest: list[Message] | None = None
+) -> tuple[Message | None, tuple[ChatTurn, ...], list[str]]:
     """The visitor's message, the history before it and the visitor's earlier texts: in the
     usual case (the message is the last one at `user_seq`) one read of the latest rows instead
-    of three queries over them (the ORM's cost per query is most of an answer's start)."""
-    window = list(
-        Message.objects.filter(conversation=conversation, seq__lte=user_seq, seq__isnull=False).order_by("-seq")[
-            : HISTORY_LIMIT + 1
-        ]
-    )
+    of three queries over them (the ORM's cost per query is most of an answer's start). The
+    claim's read of the newest messages serves when nothing after `user_seq` pushed older ones
+    out of it."""
+    window = [m for m in newest if m.seq is not None and m.seq <= user_seq] if newest is not None else []
+    if newest is None or (len(window) < len(newest) and len(newest) > HISTORY_LIMIT):
+        window = list(
+            Message.objects.filter(conversation=conversation, seq__lte=user_seq, seq__isnull=False).order_by("-seq")[
+                : HISTORY_LIMIT + 1
+            ]
+        )
     if not window or window[0].direction != Message.Direction.IN:
         message = _user_message(conversation, user_seq)
         seq = message.seq if message and message.seq else None
@@ -240,10 +280,11 @@ def _products_named(answer: str, products: tuple[ScoredProduct, ...]) -> list[Sc
     return named or list(products)
 
 
-def _plan(conversation_id: Any, user_seq: int) -> Plan:
-    conversation = Conversation.objects.select_related("brand").get(pk=conversation_id)
-    brand = conversation.brand
-    message, history, earlier = _context(conversation, user_seq)
+def _plan(claim: Claim, user_seq: int) -> Plan:
+    conversation = claim.conversation
+    assert conversation is not None, "only a claimed turn is planned"
+    (brand,) = bulk.instances(Brand, Brand._meta.concrete_fields, where_in={"id": [conversation.brand_id]})
+    message, history, earlier = _context(conversation, user_seq, claim.latest)
     payload = message.payload if message is not None else {}
     text = str(payload.get("content") or (message.text if message else ""))
     # Short replies ("ok", "berapa?") keep the language the conversation was in.
@@ -274,6 +315,15 @@ def _plan(conversation_id: Any, user_seq: int) -> Plan:
 
 
 # --- Streaming (one event loop for the whole task) ------------------------------------------------
+
+
+def _run_stream(plan: Plan) -> list[Attempt]:
+    """Stream on this process's streaming loop, or on the streaming process's with
+    GENERATION_STREAM_PROCESS (a thread-pool worker: streamer.py says why)."""
+    if settings.GENERATION_STREAM_PROCESS:
+        attempts: list[Attempt] = streamer.streamer().run(plan)
+        return attempts
+    return stream_relay.run(_stream(plan))  # type: ignore[no-any-return]
 
 
 async def _stream(plan: Plan) -> list[Attempt]:
@@ -350,8 +400,23 @@ def _append(conversation: Conversation, entries: list[tuple[str, dict[str, Any],
     )
     for message, (_, _, cut_off) in zip(created, entries, strict=True):
         message.cut_off = cut_off
-    Message.objects.bulk_create(created)
+    bulk.insert_rows(Message, STORED_FIELDS, [[getattr(m, name) for name in STORED_ATTRIBUTES] for m in created])
     return created
+
+
+# An answer's messages as one plain INSERT (the ORM's bulk_create was an eighth of a store).
+STORED_FIELDS = [
+    "conversation",
+    "seq",
+    "direction",
+    "kind",
+    "payload",
+    "client_id",
+    "cut_off",
+    "reply_channel",
+    "created_at",
+]
+STORED_ATTRIBUTES = ["conversation_id", *STORED_FIELDS[1:]]
 
 
 def _after_generation(conversation: Conversation) -> list[tuple[str, dict[str, Any], bool]]:

@@ -222,7 +222,7 @@ _relays: LoopLocal[Relay] = LoopLocal(Relay)
 _lock = threading.Lock()
 
 
-def _streaming_loop() -> asyncio.AbstractEventLoop:
+def streaming_loop() -> asyncio.AbstractEventLoop:
     """An event loop in a daemon thread, started lazily and again after a fork."""
     global _loop, _loop_pid
     with _lock:
@@ -236,7 +236,7 @@ def _streaming_loop() -> asyncio.AbstractEventLoop:
 
 def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
     """Run a streaming coroutine on the process's streaming loop and wait for its result."""
-    future = asyncio.run_coroutine_threadsafe(coroutine, _streaming_loop())
+    future = asyncio.run_coroutine_threadsafe(coroutine, streaming_loop())
     try:
         return future.result()
     except BaseException:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from conversations.generation.base import ScoredProduct
 from flows.models import Product
@@ -288,11 +289,20 @@ _lock = threading.Lock()
 
 
 def catalog_version(brand_id: int) -> tuple[Any, ...]:
-    """Changes whenever a product of the brand is added, edited or deleted (two index-only
-    reads: the count and the latest edit)."""
-    products = Product.objects.filter(brand_id=brand_id)
-    latest = products.order_by("-updated_at").values_list("updated_at", flat=True).first()
-    return (products.count(), latest)
+    """Changes whenever a product of the brand is added, edited or deleted: the count and the
+    latest edit, in one plain statement over the (brand, updated_at) index. Every answer asks;
+    the ORM's two queries were a sixth of an answer's start."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    quote = connection.ops.quote_name
+    meta = Product._meta
+    sql = (
+        f"SELECT COUNT(*), MAX({quote(meta.get_field('updated_at').column)}) FROM {quote(meta.db_table)}"  # noqa: S608 (names from model metadata)
+        f" WHERE {quote(meta.get_field('brand').column)} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [brand_id])
+        count, latest = cursor.fetchone()
+    return (count, latest)
 
 
 def brand_index(brand_id: int) -> BrandIndex:

@@ -162,7 +162,7 @@ def test_two_generation_tasks_racing_for_one_message_produce_one_claim(techpro):
     with task_routed_to_private_queue("conversations.tasks.generate_answer"):
         conversation = services.conversation_open(techpro, Channel.SESSIONS, user_id="bob")
         seq = services.conversation_accept_user_message(conversation.pk, "hello").seq
-        results = _race(3, lambda: pipeline._claim(conversation.pk, seq))
+        results = _race(3, lambda: pipeline._claim(conversation.pk, seq).outcome)
     assert sorted(map(str, results)).count("claimed") == 1
     moves = TurnTransition.objects.filter(conversation=conversation, to_state=S.AI_GENERATING)
     assert moves.count() == 1

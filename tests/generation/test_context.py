@@ -37,5 +37,9 @@ def test_one_read_gives_what_three_reads_give(techpro, seed):
         kind = "UserText" if direction == Message.Direction.IN else "BotText"
         entries.append((direction, kind, {"kind": kind, "content": content}))
     services.append_messages(conversation, entries)
+    newest = pipeline._newest_messages(conversation)
     for user_seq in range(0, len(entries) + 2):
-        assert pipeline._context(conversation, user_seq) == _separately(conversation, user_seq), user_seq
+        expected = _separately(conversation, user_seq)
+        assert pipeline._context(conversation, user_seq) == expected, user_seq
+        # With the claim's read of the newest messages (messages after user_seq push older ones out).
+        assert pipeline._context(conversation, user_seq, newest) == expected, user_seq

@@ -31,9 +31,10 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
     pass_fds: tuple[int, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def start(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(self.args, env=env, pass_fds=self.pass_fds)
+        self.process = subprocess.Popen(self.args, env={**env, **self.extra_env}, pass_fds=self.pass_fds)
 
 
 LISTEN_BACKLOG = 4096
@@ -117,13 +118,15 @@ class Command(BaseCommand):
                              "--pool", options["pool"], "-Q", flow_queues, "-n", f"worker-{os.getpid()}@%h", *quiet])
         )  # fmt: skip
         # An answer mostly waits on the model: threads, many per process, all streaming on the
-        # process's one event loop (conversations/generation/relay.py). Each process takes only
-        # as many answers as it has threads, so that several share a burst.
+        # process's one event loop (conversations/generation/relay.py), which runs in a child
+        # process of its own (streamer.py) unless GENERATION_STREAM_PROCESS says otherwise. Each
+        # process takes only as many answers as it has threads, so that several share a burst.
+        stream_process = {"GENERATION_STREAM_PROCESS": os.environ.get("GENERATION_STREAM_PROCESS", "1")}
         children += [
             Child("answers" if answer_workers == 1 else f"answers-{index}",
                   [*celery, "worker", "--loglevel", log_level, "--concurrency", str(max(1, options["answer_threads"])),
                    "--pool", "threads", "--prefetch-multiplier", "1", "-Q", settings.GENERATION_QUEUE,
-                   "-n", f"answers-{index}-{os.getpid()}@%h", *quiet])
+                   "-n", f"answers-{index}-{os.getpid()}@%h", *quiet], extra_env=stream_process)
             for index in range(answer_workers)
         ]  # fmt: skip
         if not options["no_beat"]:
