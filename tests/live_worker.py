@@ -38,19 +38,23 @@ def task_routed_to_private_queue(task_name: str) -> Iterator[str]:
 
 
 class CeleryWorkerProcess:
-    """`celery worker` with a prefork pool of one child, consuming `queue` only (comma-separated:
+    """`celery worker` with a prefork pool of one child (or, with `pool="threads"`, four threads
+    in the main process, as runstack's answers workers), consuming `queue` only (comma-separated:
     several)."""
 
-    def __init__(self, queue: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, queue: str, extra_env: dict[str, str] | None = None, pool: str = "prefork") -> None:
         self.queue = queue
+        self.pool = pool
         self.env = {**os.environ, "DATABASE_URL": test_database_url(), **(extra_env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)  # noqa: SIM115
 
     def start(self) -> CeleryWorkerProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "botsite", "worker", "-Q", self.queue, "-P", "prefork",
-             "-c", "1", "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO",
+            [sys.executable, "-m", "celery", "-A", "botsite", "worker", "-Q", self.queue, "-P", self.pool,
+             "-c", "1" if self.pool == "prefork" else "4", "--without-mingle", "--without-gossip",
+             "--without-heartbeat",
+             "-l", "INFO",
              "-n", f"{self.queue.replace(',', '-')}@%h"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+import psutil
 import pytest
 
 from conversations import services
@@ -68,6 +69,43 @@ def test_a_worker_killed_mid_answer_leaves_one_cut_off_answer_and_a_visible_erro
     assert seen[-1].data == pipeline.INTERRUPTED_MESSAGE
     # And the visitor can go on.
     services.conversation_accept_user_message(conversation.pk, "again")
+
+
+def test_a_thread_pool_worker_killed_mid_answer_takes_its_streaming_process_along(techpro, llm_server):
+    """runstack's answers workers stream in a child process (GENERATION_STREAM_PROCESS): when the
+    worker dies, that child must stop streaming at once, and the redelivered task recovers."""
+    techpro.llm_provider = "openai"
+    techpro.llm_base_url = llm_server.url
+    techpro.save()
+    llm_server.default = Reply(tokens=("Part", " one", " and", " more"), pause_after=2)
+    env = {"GENERATION_HEARTBEAT_SECONDS": "1", "GENERATION_STREAM_PROCESS": "1", "CELERY_VISIBILITY_TIMEOUT": "3"}
+    with task_routed_to_private_queue("conversations.tasks.generate_answer") as queue:
+        with CeleryWorkerProcess(queue, env, pool="threads") as worker:
+            conversation = services.conversation_open(techpro, Channel.SESSIONS, user_id="carol")
+            user_seq = services.conversation_accept_user_message(conversation.pk, "hi").seq
+            stream_id = streams.stream_id_for(conversation.pk, user_seq, 1)
+            assert llm_server.wait_for_tokens(2)
+            wait_until(lambda: streams.read_tokens(str(conversation.pk), stream_id) == ["Part", " one"])
+            streaming = [p for p in worker.pool_children() if "spawn_main" in " ".join(p.cmdline())]
+            assert len(streaming) == 1, worker.output()
+            assert worker.process is not None
+            worker.process.kill()  # SIGKILL the worker alone: no cleanup, no ack
+            worker.process.wait()
+            # Nothing may go on streaming without the worker: its streaming process ends by itself.
+            _, still_running = psutil.wait_procs(streaming, timeout=10)
+            assert not still_running
+        # The broker hands the unacknowledged task to the next worker, which finds the heartbeat
+        # gone and keeps what was streamed.
+        with CeleryWorkerProcess(queue, env, pool="threads") as second:
+            try:
+                wait_until(lambda: Conversation.objects.get(pk=conversation.pk).turn_state == "error", timeout=60)
+            except AssertionError:
+                print(second.output())
+                raise
+    (partial,) = Message.objects.filter(conversation=conversation, direction="out")
+    assert partial.cut_off and partial.payload["content"] == "Part one"
+    assert len(llm_server.requests) == 1
+    assert Conversation.objects.get(pk=conversation.pk).last_error == pipeline.INTERRUPTED_MESSAGE
 
 
 def test_a_redelivery_while_the_first_run_is_alive_leaves_the_turn_to_it(techpro, llm_server, settings):
