@@ -41,6 +41,7 @@ from conversations.generation.language import detect_language
 from conversations.generation.offline import OfflineProvider
 from conversations.generation.providers import FixedTextProvider, provider_for
 from conversations.generation.retrieval import retrieve
+from conversations.inbox import MESSAGE_FIELDS
 from conversations.models import Channel, Conversation, Message, TurnState
 from conversations.publish import publish_on_commit
 from flows.models import Brand
@@ -400,23 +401,13 @@ def _append(conversation: Conversation, entries: list[tuple[str, dict[str, Any],
     )
     for message, (_, _, cut_off) in zip(created, entries, strict=True):
         message.cut_off = cut_off
-    bulk.insert_rows(Message, STORED_FIELDS, [[getattr(m, name) for name in STORED_ATTRIBUTES] for m in created])
+    bulk.insert_rows(Message, MESSAGE_FIELDS, [[getattr(m, name) for name in STORED_ATTRIBUTES] for m in created])
     return created
 
 
-# An answer's messages as one plain INSERT (the ORM's bulk_create was an eighth of a store).
-STORED_FIELDS = [
-    "conversation",
-    "seq",
-    "direction",
-    "kind",
-    "payload",
-    "client_id",
-    "cut_off",
-    "reply_channel",
-    "created_at",
-]
-STORED_ATTRIBUTES = ["conversation_id", *STORED_FIELDS[1:]]
+# An answer's messages as one plain INSERT (the ORM's bulk_create was an eighth of a store), of
+# the fields the inbox writes its messages with.
+STORED_ATTRIBUTES = ["conversation_id", *MESSAGE_FIELDS[1:]]
 
 
 def _after_generation(conversation: Conversation) -> list[tuple[str, dict[str, Any], bool]]:

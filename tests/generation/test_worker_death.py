@@ -84,7 +84,7 @@ def test_a_thread_pool_worker_killed_mid_answer_takes_its_streaming_process_alon
             conversation = services.conversation_open(techpro, Channel.SESSIONS, user_id="carol")
             user_seq = services.conversation_accept_user_message(conversation.pk, "hi").seq
             stream_id = streams.stream_id_for(conversation.pk, user_seq, 1)
-            assert llm_server.wait_for_tokens(2)
+            assert llm_server.wait_for_tokens(2), worker.output()
             wait_until(lambda: streams.read_tokens(str(conversation.pk), stream_id) == ["Part", " one"])
             streaming = [p for p in worker.pool_children() if "spawn_main" in " ".join(p.cmdline())]
             assert len(streaming) == 1, worker.output()
@@ -94,6 +94,10 @@ def test_a_thread_pool_worker_killed_mid_answer_takes_its_streaming_process_alon
             # Nothing may go on streaming without the worker: its streaming process ends by itself.
             _, still_running = psutil.wait_procs(streaming, timeout=10)
             assert not still_running
+        # A worker returns unacknowledged tasks older than the visibility timeout when it sweeps:
+        # at its start, then only every ~100 s (kombu's restore interval times its throttle), so
+        # the next worker starts once the task is old enough for its first sweep.
+        time.sleep(float(env["CELERY_VISIBILITY_TIMEOUT"]) + 0.5)
         # The broker hands the unacknowledged task to the next worker, which finds the heartbeat
         # gone and keeps what was streamed.
         with CeleryWorkerProcess(queue, env, pool="threads") as second:
