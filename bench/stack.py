@@ -88,7 +88,9 @@ def role_of(process: psutil.Process) -> str:
     if "daphne" in cmd:
         return "daphne"
     if "multiprocessing" in cmd and " -n answers-" in parent_cmd:
-        return "streamer"  # the answers worker's streaming process (GENERATION_STREAM_PROCESS)
+        # The answers worker's streaming process (GENERATION_STREAM_PROCESS) and the resource
+        # tracker that multiprocessing's spawn starts beside it.
+        return "streamer"
     if "celery" in cmd and " worker" in cmd and " -n answers-" in cmd:
         return "answers"  # streamed answers: a thread pool, the tasks run in this process
     if "celery" in cmd and " worker" in cmd:

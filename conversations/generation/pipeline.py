@@ -11,9 +11,10 @@ makes the broker deliver it again), so it is safe to run twice:
   message the visitor sees. If the first run is in fact still alive (its heartbeat is fresh), the
   redelivery leaves the turn to it.
 
-The stream runs on the worker process's streaming loop (`relay.run`), which stores and publishes
-the pieces of all the process's streams in batches; the answer is stored once its pieces are
-out, in one transaction holding the conversation's row, and announced only after that commit.
+The stream runs on the worker process's streaming loop (`relay.run`; with GENERATION_STREAM_PROCESS,
+on the loop of a child process, `streamer.py`), which stores and publishes the pieces of all the
+process's streams in batches; the answer is stored once its pieces are out, in one transaction
+holding the conversation's row, and announced only after that commit.
 """
 
 from __future__ import annotations
@@ -328,8 +329,8 @@ def _run_stream(plan: Plan) -> list[Attempt]:
 
 
 async def _stream(plan: Plan) -> list[Attempt]:
-    """Stream on the process's streaming loop (relay.run); returns once every piece is stored in
-    the stream logs and published."""
+    """Stream on the running streaming loop (relay.run, or the streaming process's); returns once
+    every piece is stored in the stream logs and published."""
     relay = stream_relay.relay()
     attempts: list[Attempt] = []
     providers: list[Provider] = [plan.provider]
