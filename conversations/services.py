@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,10 +18,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations import bulk, inbox, turns
-from conversations.events import error_event, message_event, turn_event
+from conversations.events import Event, error_event, message_event, turn_event
 from conversations.inbox import InputResult, PendingInput, as_uuid
-from conversations.models import Channel, Conversation, Message, TurnState
-from conversations.publish import publish_on_commit
+from conversations.models import Channel, Conversation, Message, TurnState, TurnTransition
+from conversations.publish import publish_many, publish_on_commit
 from conversations.task_queue import enqueue, enqueue_on_commit
 from flows.models import Brand, Flow
 
@@ -176,6 +177,137 @@ class Busy(Exception):
     """The conversation is not ready for a message (a turn is under way)."""
 
 
+class UnknownConversation(Exception):
+    """No open conversation of that brand and channel has this id."""
+
+
+@dataclass(frozen=True)
+class VisitorMessage:
+    """A visitor's message as a web process received it, for `accept_visitor_messages`.
+
+    `opens`: the first message of a new conversation with the id `conversation_id` (of `brand_id`
+    on `channel`, for `user_id`). Otherwise the conversation must exist; when `brand_id` and
+    `channel` are given it must also be theirs and not have ended."""
+
+    conversation_id: uuid.UUID
+    text: str
+    kind: str = "UserText"
+    extra: dict[str, Any] = field(default_factory=dict)
+    client_id: str | None = None
+    opens: bool = False
+    brand_id: int | None = None
+    channel: str | None = None
+    user_id: str = ""
+
+
+Accepted = Message | Busy | UnknownConversation
+
+
+def accept_visitor_messages(items: Sequence[VisitorMessage]) -> list[Accepted]:
+    """Store visitors' messages and start generating their answers: idle → user_writing →
+    user_committed, then a worker takes each. One result per message, in order: the stored
+    message, or Busy (a turn is under way) or UnknownConversation, as values.
+
+    One transaction for the batch: one SELECT locking the conversations continued, one INSERT
+    each for the conversations opened, the messages and the turns' audit rows, an UPDATE per
+    conversation continued, then one publish for all their events and a task per answer. A web
+    process hands it every message that arrived while its previous batch was being written
+    (the brand chat's sockets), on the threads its event loop shares the GIL with."""
+    now = timezone.now()
+    results: list[Accepted] = []
+    with transaction.atomic():
+        continued = {item.conversation_id for item in items if not item.opens}
+        conversations = {
+            conversation.pk: conversation
+            for conversation in bulk.instances(
+                Conversation, Conversation._meta.concrete_fields, where_in={"id": continued}, lock=True
+            )
+        } if continued else {}  # fmt: skip
+        read_states = {pk: conversation.turn_state for pk, conversation in conversations.items()}
+        opened: list[Conversation] = []
+        message_rows: list[tuple[Any, ...]] = []
+        transition_rows: list[tuple[Any, ...]] = []
+        events: dict[uuid.UUID, list[Event]] = {}
+        for item in items:
+            conversation = conversations.get(item.conversation_id)
+            if item.opens:
+                if conversation is not None or item.brand_id is None or not item.channel:
+                    results.append(UnknownConversation(f"cannot open {item.conversation_id}"))
+                    continue
+                conversation = conversations[item.conversation_id] = _new_conversation(item, now)
+                opened.append(conversation)
+            elif conversation is None or not _may_continue(conversation, item):
+                results.append(UnknownConversation(f"no open conversation {item.conversation_id}"))
+                continue
+            if conversation.turn_state not in turns.READY_FOR_INPUT:
+                results.append(Busy(f"the conversation is {conversation.turn_state}"))
+                continue
+            path: list[str] = [TurnState.USER_WRITING, TurnState.USER_COMMITTED]
+            if conversation.turn_state != TurnState.IDLE:
+                path.insert(0, TurnState.IDLE)
+            from_state, via, to_state = turns.plan_through(conversation, path, now)
+            transition_rows.append((conversation.pk, from_state, via, to_state, "visitor message", now))
+            payload = {"kind": item.kind, "content": item.text, **item.extra}
+            conversation.last_seq += 1
+            message = Message(
+                conversation_id=conversation.pk, seq=conversation.last_seq, direction=Message.Direction.IN,
+                kind=item.kind, payload=payload, client_id=item.client_id or None, created_at=now,
+            )  # fmt: skip
+            message_rows.append(
+                (conversation.pk, message.seq, message.direction, item.kind, payload, message.client_id, False, "", now)
+            )
+            events.setdefault(conversation.pk, []).extend((message_event(message), turn_event(to_state)))
+            results.append(message)
+        if opened:
+            bulk.insert_rows(Conversation, NEW_CONVERSATION_FIELDS, [_new_conversation_row(c) for c in opened])
+        for pk, state in read_states.items():
+            conversation = conversations[pk]
+            if conversation.turn_state == state:
+                continue  # refused, or not in this batch's messages
+            conversation.updated_at = now
+            changed = ("turn_state", "turn_changed_at", "updated_at", "last_seq")
+            if bulk.update_where(conversation, changed, turn_state=state) != 1:
+                # The row lock (or SQLite's write lock) makes this a bug, not a race to lose.
+                raise turns.TransitionRefused(f"conversation {pk} changed under its lock")
+        if message_rows:
+            bulk.insert_rows(Message, inbox.MESSAGE_FIELDS, message_rows)
+            bulk.insert_rows(TurnTransition, turns.TRANSITION_FIELDS, transition_rows)
+            answers = [(str(result.conversation_id), result.seq) for result in results if isinstance(result, Message)]
+            transaction.on_commit(lambda: _announce(list(events.items()), answers))
+    return results
+
+
+def _new_conversation(item: VisitorMessage, now: datetime) -> Conversation:
+    assert item.brand_id is not None and item.channel
+    return Conversation(
+        id=item.conversation_id, brand_id=item.brand_id, channel=item.channel, user_id=item.user_id[:200],
+        turn_state=TurnState.IDLE, turn_changed_at=now, last_seq=0, meta={}, created_at=now, updated_at=now,
+    )  # fmt: skip
+
+
+def _may_continue(conversation: Conversation, item: VisitorMessage) -> bool:
+    if item.brand_id is None and item.channel is None:
+        return True
+    return (
+        conversation.brand_id == item.brand_id
+        and conversation.channel == item.channel
+        and conversation.ended_at is None
+    )
+
+
+def _new_conversation_row(conversation: Conversation) -> tuple[Any, ...]:
+    """An opened conversation as the values of NEW_CONVERSATION_FIELDS."""
+    c = conversation
+    return (c.pk, c.brand_id, c.channel, "", c.user_id, "", None, None, c.turn_state, c.turn_changed_at, c.last_seq,
+            "", c.meta, c.created_at, c.updated_at, None)  # fmt: skip
+
+
+def _announce(events: list[tuple[uuid.UUID, list[Event]]], answers: list[tuple[str, int | None]]) -> None:
+    publish_many(events)
+    for conversation_id, seq in answers:
+        enqueue("generate_answer", conversation_id, seq)
+
+
 def conversation_accept_user_message(
     conversation_id: Any,
     text: str,
@@ -184,27 +316,15 @@ def conversation_accept_user_message(
     extra: dict[str, Any] | None = None,
     client_id: str | None = None,
 ) -> Message:
-    """Store a visitor's message and start generating the answer: idle → user_writing →
-    user_committed, then a worker takes it. Raises Busy unless the conversation is ready.
-
-    Four statements (lock, the turn's UPDATE with the new `last_seq`, its audit row, the
-    message): a web process runs this for every visitor message, on the threads its event loop
-    shares the GIL with."""
-    with transaction.atomic():
-        conversation = lock_conversation(conversation_id)
-        if conversation.turn_state not in turns.READY_FOR_INPUT:
-            raise Busy(f"the conversation is {conversation.turn_state}")
-        path: list[str] = [TurnState.USER_WRITING, TurnState.USER_COMMITTED]
-        if conversation.turn_state != TurnState.IDLE:
-            path.insert(0, TurnState.IDLE)
-        payload = {"kind": kind, "content": text, **(extra or {})}
-        (message,) = number_messages(conversation, [(Message.Direction.IN, kind, payload)])
-        message.client_id = client_id or None
-        turns.move_through(conversation, path, "visitor message", also=("last_seq",))
-        Message.objects.bulk_create([message])
-        publish_on_commit(conversation.pk, [message_event(message), turn_event(conversation.turn_state)])
-        enqueue_on_commit("generate_answer", str(conversation.pk), message.seq)
-    return message
+    """One visitor message for an existing conversation (`accept_visitor_messages`). Raises
+    Busy unless the conversation is ready, Conversation.DoesNotExist if there is none."""
+    item = VisitorMessage(as_uuid(conversation_id), text, kind, dict(extra or {}), client_id)
+    (result,) = accept_visitor_messages([item])
+    if isinstance(result, UnknownConversation):
+        raise Conversation.DoesNotExist(str(result))
+    if isinstance(result, Busy):
+        raise result
+    return result
 
 
 def conversation_fail(

@@ -25,6 +25,7 @@ from conversations import selectors, services
 from conversations.events import message_event, stream_pieces
 from conversations.generation import streams
 from conversations.models import Channel, Conversation, Message
+from conversations.protocols.batching import PerLoop
 from conversations.protocols.common import (
     ConversationConsumer,
     NulCharacter,
@@ -36,6 +37,7 @@ from conversations.protocols.common import (
     visitor_rate_allows,
 )
 from conversations.publish import group_name
+from conversations.services import VisitorMessage
 from flows.models import Brand
 from flows.selectors import active_brand
 
@@ -48,6 +50,7 @@ WATCH_SECONDS = 5.0
 # Frames of any type (pings, bad input) a connection may send per window before it is told to
 # slow down: far beyond a person, far below a flood.
 FRAME_LIMIT = 120
+UNKNOWN_CONVERSATION = "Unknown conversation_id: send null to start a new conversation"
 
 
 # --- Parsing: a pure function from a frame to a request or an error ---------------------------
@@ -188,23 +191,11 @@ def _load_brand(slug: str) -> Brand | None:
     return active_brand(slug)
 
 
-class UnknownConversation(Exception):
-    pass
-
-
 @db_async
-def _conversation_for(brand: Brand, request: ChatRequest) -> Conversation:
-    """The conversation the message continues, or a new one when it names none."""
-    if request.conversation_id is None:
-        return services.conversation_open(brand, Channel.BRAND_CHAT, user_id=request.user_id or "")
-    try:
-        wanted = uuid.UUID(request.conversation_id)
-    except ValueError:
-        raise UnknownConversation from None
-    conversation = selectors.conversation_by_id(wanted, channel=Channel.BRAND_CHAT)
-    if conversation is None or conversation.brand_id != brand.pk or conversation.ended_at is not None:
-        raise UnknownConversation
-    return conversation
+def _may_follow(brand: Brand, conversation_id: uuid.UUID) -> bool:
+    """Whether the socket may continue this conversation (checked before it hears its events)."""
+    conversation = selectors.conversation_by_id(conversation_id, channel=Channel.BRAND_CHAT)
+    return conversation is not None and conversation.brand_id == brand.pk and conversation.ended_at is None
 
 
 @db_async
@@ -219,12 +210,19 @@ def _answer_after(conversation_id: Any, user_seq: int) -> tuple[Message | None, 
     return answer, (state[0] if state else ""), (state[1] if state else "")
 
 
-@db_async
-def _accept(conversation_id: Any, request: ChatRequest) -> Message:
+# The messages of all the sockets of a process are stored in batches (group commit): a hundred
+# visitors asking at once cost a few transactions, not two hundred.
+_accept = PerLoop(db_async(services.accept_visitor_messages))
+
+
+def _visitor_message(brand: Brand, request: ChatRequest, conversation_id: uuid.UUID, opens: bool) -> VisitorMessage:
     extra: dict[str, Any] = {"voice": request.voice}
     if request.user_id:
         extra["user_id"] = request.user_id
-    return services.conversation_accept_user_message(conversation_id, request.message, kind="chat", extra=extra)
+    return VisitorMessage(
+        conversation_id, request.message, kind="chat", extra=extra, opens=opens, brand_id=brand.pk,
+        channel=Channel.BRAND_CHAT, user_id=request.user_id or "",
+    )  # fmt: skip
 
 
 async def _stream_log(conversation_id: Any, stream_id: str) -> list[str]:
@@ -291,19 +289,25 @@ class BrandChatConsumer(ConversationConsumer):
             limit = brand.rate_limit_per_minute
             await self._send(error_message(f"Rate limit exceeded: at most {limit} messages a minute. Please wait."))
             return
+        opens = request.conversation_id is None
         try:
-            conversation = await _conversation_for(brand, request)
-        except UnknownConversation:
-            await self._send(error_message("Unknown conversation_id: send null to start a new conversation"))
+            conversation_id = uuid.uuid4() if opens else uuid.UUID(str(request.conversation_id))
+        except ValueError:
+            conversation_id = None
+        if conversation_id is None or (
+            not opens and conversation_id != self.conversation_id and not await _may_follow(brand, conversation_id)
+        ):
+            await self._send(error_message(UNKNOWN_CONVERSATION))
             return
         # Join before the message is stored: the worker's first delta must find us listening.
-        await self._follow(conversation.pk)
-        try:
-            accepted = await _accept(conversation.pk, request)
-        except services.Busy:
+        await self._follow(conversation_id)
+        accepted = await _accept.submit(_visitor_message(brand, request, conversation_id, opens))
+        if isinstance(accepted, services.Busy):
             await self._send(error_message("Still answering your previous message: wait for it to complete"))
-            return
-        self._watch(accepted.seq or 0)
+        elif isinstance(accepted, services.UnknownConversation):
+            await self._send(error_message(UNKNOWN_CONVERSATION))  # it ended since it was followed
+        else:
+            self._watch(accepted.seq or 0)
 
     def _watch(self, user_seq: int) -> None:
         """Events can be lost (a Redis restart, a backlog past the channel layer's expiry); the

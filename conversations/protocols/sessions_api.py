@@ -226,12 +226,17 @@ class SessionMessages(APIView):
         text = body["message"]
         if len(text) > brand.max_message_length:
             raise ValidationError({"message": [f"is longer than {brand.max_message_length} characters"]})
-        conversation = existing or services.conversation_open(brand, Channel.SESSIONS, user_id=user_id)
-        try:
-            services.conversation_accept_user_message(conversation.pk, text)
-        except services.Busy as exc:
-            raise Busy(f"The session is busy ({exc}); wait for commit_done.") from exc
-        session = str(conversation.pk)
+        # A new session is opened and its first message stored in one transaction.
+        message = services.VisitorMessage(
+            existing.pk if existing else uuid.uuid4(), text, opens=existing is None, brand_id=brand.pk,
+            channel=Channel.SESSIONS, user_id=user_id,
+        )  # fmt: skip
+        (accepted,) = services.accept_visitor_messages([message])
+        if isinstance(accepted, services.Busy):
+            raise Busy(f"The session is busy ({accepted}); wait for commit_done.")
+        if isinstance(accepted, services.UnknownConversation):
+            raise NotFound(f"Session '{session_id}' not found")  # it ended since it was read
+        session = str(message.conversation_id)
         return Response({"session_id": session, "status": "ok", "message": RECEIVED_TEXT.format(session_id=session)})
 
 

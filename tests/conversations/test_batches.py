@@ -225,3 +225,55 @@ def test_storing_and_advancing_a_batch_never_scans_the_whole_message_log(techpro
                 assert not (step.startswith("SCAN conversations_message") and "message_inbox_idx" not in step), (
                     f"{step} in {sql}"
                 )
+
+
+def test_a_batch_of_visitor_messages_is_decided_per_message_as_if_each_came_alone(techpro):
+    other_brand = Brand.objects.create(slug="other", name="Other")
+    idle = services.conversation_open(techpro, "brand_chat")
+    failed = services.conversation_open(techpro, "brand_chat")
+    Conversation.objects.filter(pk=failed.pk).update(turn_state=TurnState.ERROR)
+    answering = services.conversation_open(techpro, "brand_chat")
+    Conversation.objects.filter(pk=answering.pk).update(turn_state=TurnState.AI_GENERATING)
+    ended = services.conversation_open(techpro, "brand_chat")
+    Conversation.objects.filter(pk=ended.pk).update(ended_at="2026-01-01T00:00:00Z")
+    theirs = services.conversation_open(other_brand, "brand_chat")
+    sessions = services.conversation_open(techpro, "sessions")
+    new = uuid.uuid4()
+
+    def message(conversation_id, text, opens=False):
+        return services.VisitorMessage(
+            conversation_id, text, kind="chat", opens=opens, brand_id=techpro.pk, channel="brand_chat", user_id="u1"
+        )
+
+    with task_routed_to_private_queue("conversations.tasks.generate_answer"):
+        results = services.accept_visitor_messages(
+            [
+                message(new, "first of a new one", opens=True),
+                message(idle.pk, "hello"),
+                message(idle.pk, "hello again"),  # its turn was taken by the message above
+                message(failed.pk, "retry after an error"),
+                message(answering.pk, "while answering"),
+                message(ended.pk, "too late"),
+                message(theirs.pk, "another brand's"),
+                message(sessions.pk, "another channel's"),
+                message(uuid.uuid4(), "forged"),
+                message(idle.pk, "opening an existing id", opens=True),
+            ]
+        )
+    kinds = [type(result).__name__ for result in results]
+    assert kinds == ["Message", "Message", "Busy", "Message", "Busy"] + ["UnknownConversation"] * 5
+    opened = Conversation.objects.get(pk=new)
+    assert (opened.brand_id, opened.channel, opened.user_id, opened.last_seq) == (techpro.pk, "brand_chat", "u1", 1)
+    for conversation_id in (new, idle.pk, failed.pk):
+        conversation = Conversation.objects.get(pk=conversation_id)
+        assert conversation.turn_state == TurnState.USER_COMMITTED
+        assert _log(conversation_id) == [(1, "in", "chat")]
+        transition = TurnTransition.objects.filter(conversation_id=conversation_id).latest("id")
+        assert (transition.to_state, transition.reason) == (TurnState.USER_COMMITTED, "visitor message")
+    assert Message.objects.get(conversation_id=idle.pk).payload == {"kind": "chat", "content": "hello"}
+    assert TurnTransition.objects.get(conversation_id=failed.pk).from_state == TurnState.ERROR
+    for untouched in (answering, ended, theirs, sessions):
+        assert _log(untouched.pk) == []
+        assert Conversation.objects.get(pk=untouched.pk).last_seq == 0
+    assert Conversation.objects.get(pk=answering.pk).turn_state == TurnState.AI_GENERATING
+    assert [result.seq for result in results if isinstance(result, Message)] == [1, 1, 1]
