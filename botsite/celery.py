@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
@@ -75,6 +76,18 @@ def _freeze_main_process_startup_objects(**kwargs: object) -> None:
         from conversations.generation import streamer
 
         streamer.streamer()
+        _lower_priority(settings.GENERATION_WORKER_NICE)
+
+
+def _lower_priority(niceness: int) -> None:
+    """Every thread of this process (Linux sets niceness per thread; threads started later
+    inherit it from the thread that starts them) `niceness` steps below where it is."""
+    if niceness <= 0 or not os.path.isdir("/proc/self/task"):
+        return
+    for thread_id in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            tid = int(thread_id)
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
 
 
 @task_prerun.connect

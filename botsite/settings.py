@@ -179,6 +179,12 @@ GENERATION_PREPARE_CONCURRENCY = env_int("GENERATION_PREPARE_CONCURRENCY", 1)
 # Stream in a child process of the worker instead of on a thread of it: for a thread-pool worker,
 # whose threads claim and store while its loop streams (runstack's answers workers set it).
 GENERATION_STREAM_PROCESS = env_bool("GENERATION_STREAM_PROCESS", False)
+# With the streaming process: the niceness the worker's own threads (Celery's, the claims,
+# groundings and stores) take once that process has started at its usual priority, so that when
+# a burst of answers starts and the cores are full, the pieces already streaming go first and the
+# new answers wait (runstack's answers workers set 10; 0 leaves the worker as it is). A streaming
+# process started again after one died is started by a lowered thread and runs lowered too.
+GENERATION_WORKER_NICE = env_int("GENERATION_WORKER_NICE", 0)
 
 # --- HTTP, static, auth ----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 import websockets
 
-from bench.stack import Stack, start_stack
+from bench.stack import Stack, role_of, start_stack
 from bench.streaming import configure_brand
 from tests.llm_server import LLMServer, Reply
 
@@ -75,3 +77,27 @@ def test_answers_stream_together_and_flows_do_not_wait_for_them(stack: Stack) ->
     assert max(answer["first"] for answer in answers) < first_complete
     # The assistant's visitor was answered while the answers were still streaming.
     assert question_at < first_complete
+
+
+def test_the_answers_worker_steps_back_and_its_streaming_process_does_not(stack: Stack) -> None:
+    """runstack's answers worker runs its threads at GENERATION_WORKER_NICE (10) once its
+    streaming process has started at the stack's own priority: every thread, including those a
+    thread pool starts later, which inherit it."""
+    tree = psutil.Process(stack.root_pids[0]).children(recursive=True)
+    by_role: dict[str, list[psutil.Process]] = {}
+    for process in tree:
+        by_role.setdefault(role_of(process), []).append(process)
+    (answers,) = by_role["answers"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not by_role.get("streamer"):
+        time.sleep(0.2)  # the worker starts its streaming process once it is ready
+        by_role["streamer"] = [p for p in answers.children() if role_of(p) == "streamer"]
+    assert by_role["streamer"], "the answers worker has no streaming process"
+    base = os.getpriority(os.PRIO_PROCESS, stack.root_pids[0])
+    threads = [thread.id for thread in answers.threads()]
+    assert len(threads) > 1
+    assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in threads} == {base + 10}
+    for streamer in by_role["streamer"]:
+        assert {os.getpriority(os.PRIO_PROCESS, thread.id) for thread in streamer.threads()} == {base}
+    (daphne,) = by_role["daphne"]
+    assert os.getpriority(os.PRIO_PROCESS, daphne.pid) == base

@@ -121,7 +121,12 @@ class Command(BaseCommand):
         # process's one event loop (conversations/generation/relay.py), which runs in a child
         # process of its own (streamer.py) unless GENERATION_STREAM_PROCESS says otherwise. Each
         # process takes only as many answers as it has threads, so that several share a burst.
-        stream_process = {"GENERATION_STREAM_PROCESS": os.environ.get("GENERATION_STREAM_PROCESS", "1")}
+        # Its own threads then step back (GENERATION_WORKER_NICE): in a burst of new answers the
+        # pieces already streaming go first.
+        stream_process = {
+            "GENERATION_STREAM_PROCESS": os.environ.get("GENERATION_STREAM_PROCESS", "1"),
+            "GENERATION_WORKER_NICE": os.environ.get("GENERATION_WORKER_NICE", "10"),
+        }
         children += [
             Child("answers" if answer_workers == 1 else f"answers-{index}",
                   [*celery, "worker", "--loglevel", log_level, "--concurrency", str(max(1, options["answer_threads"])),
