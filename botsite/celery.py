@@ -63,15 +63,18 @@ def _freeze_startup_objects(**kwargs: object) -> None:
 
 
 @worker_ready.connect
-def _freeze_main_process_startup_objects(**kwargs: object) -> None:
+def _freeze_main_process_startup_objects(sender: object = None, **kwargs: object) -> None:
     # The worker's main process as well: with a thread pool it runs the tasks itself, and its
     # full collections walked the whole startup heap, 70-100 ms during which every answer it
     # streamed stood still (docs/performance.md). With prefork it only consumes and dispatches.
     gc.collect()
     gc.freeze()
+    from celery.concurrency.thread import TaskPool as ThreadPool
     from django.conf import settings
 
-    if settings.GENERATION_STREAM_PROCESS:
+    # Only a thread pool streams in this process: a prefork main process dispatches (its
+    # children start their own streaming process on their first answer) and must not step back.
+    if settings.GENERATION_STREAM_PROCESS and isinstance(getattr(sender, "pool", None), ThreadPool):
         # Started now rather than by the first answer, which would wait for its interpreter.
         from conversations.generation import streamer
 

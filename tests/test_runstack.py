@@ -79,25 +79,51 @@ def test_answers_stream_together_and_flows_do_not_wait_for_them(stack: Stack) ->
     assert question_at < first_complete
 
 
+def processes_by_role(stack: Stack) -> dict[str, list[psutil.Process]]:
+    """The stack's processes, once the answers worker has started its streaming process."""
+    deadline = time.monotonic() + 30
+    while True:
+        by_role: dict[str, list[psutil.Process]] = {}
+        for process in psutil.Process(stack.root_pids[0]).children(recursive=True):
+            by_role.setdefault(role_of(process), []).append(process)
+        if by_role.get("streamer") or time.monotonic() > deadline:
+            return by_role
+        time.sleep(0.2)
+
+
+def niceness(process: psutil.Process) -> set[int]:
+    """The niceness of each of the process's threads (Linux sets it per thread)."""
+    return {os.getpriority(os.PRIO_PROCESS, thread.id) for thread in process.threads()}
+
+
 def test_the_answers_worker_steps_back_and_its_streaming_process_does_not(stack: Stack) -> None:
     """runstack's answers worker runs its threads at GENERATION_WORKER_NICE (10) once its
     streaming process has started at the stack's own priority: every thread, including those a
     thread pool starts later, which inherit it."""
-    tree = psutil.Process(stack.root_pids[0]).children(recursive=True)
-    by_role: dict[str, list[psutil.Process]] = {}
-    for process in tree:
-        by_role.setdefault(role_of(process), []).append(process)
-    (answers,) = by_role["answers"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not by_role.get("streamer"):
-        time.sleep(0.2)  # the worker starts its streaming process once it is ready
-        by_role["streamer"] = [p for p in answers.children() if role_of(p) == "streamer"]
-    assert by_role["streamer"], "the answers worker has no streaming process"
+    by_role = processes_by_role(stack)
     base = os.getpriority(os.PRIO_PROCESS, stack.root_pids[0])
-    threads = [thread.id for thread in answers.threads()]
-    assert len(threads) > 1
-    assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in threads} == {base + 10}
-    for streamer in by_role["streamer"]:
-        assert {os.getpriority(os.PRIO_PROCESS, thread.id) for thread in streamer.threads()} == {base}
-    (daphne,) = by_role["daphne"]
-    assert os.getpriority(os.PRIO_PROCESS, daphne.pid) == base
+    (answers,) = by_role["answers"]
+    assert len(answers.threads()) > 1
+    assert niceness(answers) == {base + 10}
+    assert by_role["streamer"], "the answers worker has no streaming process"
+    assert [niceness(streamer) for streamer in by_role["streamer"]] == [{base}] * len(by_role["streamer"])
+    for role in ("daphne", "worker-main", "worker-child", "redis"):
+        assert all(niceness(process) == {base} for process in by_role[role]), role
+
+
+def test_with_the_settings_set_for_every_process_only_a_thread_pool_steps_back() -> None:
+    """GENERATION_STREAM_PROCESS and GENERATION_WORKER_NICE in everyone's environment: the prefork
+    flow worker's main process, which dispatches flow steps, neither steps back nor starts a
+    streaming process of its own."""
+    global_env = {"GENERATION_STREAM_PROCESS": "1", "GENERATION_WORKER_NICE": "10"}
+    running = start_stack(concurrency=2, extra_env=global_env)
+    try:
+        by_role = processes_by_role(running)
+        base = os.getpriority(os.PRIO_PROCESS, running.root_pids[0])
+        (flow_worker,) = by_role["worker-main"]
+        assert niceness(flow_worker) == {base}
+        assert all(role_of(child) == "worker-child" for child in flow_worker.children())
+        (answers,) = by_role["answers"]
+        assert niceness(answers) == {base + 10}
+    finally:
+        running.stop()
