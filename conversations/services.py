@@ -220,8 +220,8 @@ def accept_visitor_messages(items: Sequence[VisitorMessage]) -> list[Accepted]:
         conversations = {
             conversation.pk: conversation
             for conversation in bulk.instances(
-                Conversation, Conversation._meta.concrete_fields, where_in={"id": continued}, lock=True
-            )
+                Conversation, Conversation._meta.concrete_fields, where_in={"id": continued}, order_by="id", lock=True
+            )  # in id order: web processes locking overlapping batches never wait for each other in a circle
         } if continued else {}  # fmt: skip
         read_states = {pk: conversation.turn_state for pk, conversation in conversations.items()}
         opened: list[Conversation] = []
