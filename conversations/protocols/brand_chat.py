@@ -1,7 +1,8 @@
 """The brand chat WebSocket (`/ws/chat/{brand_id}`): the seed's envelope `{"type", "data"}`.
 
 The consumer parses and checks a frame, stores the visitor's message through
-`services.conversation_accept_user_message` and leaves the answer to a worker. The worker
+`services.accept_visitor_messages` (batched with the other sockets' messages of the process) and
+leaves the answer to a worker. The worker
 publishes `stream.delta` events while the answer is written and a `message` event once it is
 stored; `conversation_events` renders them as the seed's `chunk` and `complete` messages. The
 chunks sent for an answer always join to the stored answer: a delta lost on the way is re-read
