@@ -179,15 +179,24 @@ def bench_idle(stacks: Stacks, args: argparse.Namespace) -> list[dict[str, Any]]
         time.sleep(2)
         watch = ServerWatch(stack.root_pids)
         before = {role: watch.rss_of(role) for role in ("daphne", "redis", "worker-child", "worker-main")}
+        cpu_watch = ServerWatch(stack.root_pids).start()
         client = ClientProcess({"mode": "idle", "url": stack.ws_url, "n": n, "timeout": args.timeout})
         ready = client.wait_line()
         time.sleep(3)  # let the workers finish the flows' first steps
+        server = cpu_watch.stop()
         after = {role: watch.rss_of(role) for role in before}
         result = client.finish()
         result["ready"] = ready
         result["rss_delta_kib"] = {role: round((after[role] - before[role]) / 1024) for role in before}
         result["daphne_kib_per_socket"] = round((after["daphne"] - before["daphne"]) / 1024 / max(1, result["open"]), 2)
         result["redis_kib_per_socket"] = round((after["redis"] - before["redis"]) / 1024 / max(1, result["open"]), 2)
+        # What opening a socket costs: the handshake, the conversation's row and its flow's start.
+        result["server"] = server
+        result["cpu_ms_per_socket"] = {
+            role: round(stats["cpu_s"] * 1000 / max(1, result["open"]), 3)
+            for role, stats in server["by_role"].items()
+            if stats["cpu_s"]
+        }
         results.append(result)
     return results
 

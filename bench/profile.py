@@ -37,7 +37,7 @@ class Profiler:
         runs = []
         for pid, stats in watch.stats.items():
             # worker-main: with CELERY_POOL=threads the tasks run there; so do the answers worker's.
-            if stats.role not in {"daphne", "worker-child", "worker-main", "answers"}:
+            if stats.role not in {"daphne", "worker-child", "worker-main", "answers", "streamer"}:
                 continue
             out = RESULTS / f"profile-{label}-{stats.role}-{pid}.txt"
             process = subprocess.Popen(

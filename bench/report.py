@@ -40,6 +40,13 @@ def _peaks(server: dict[str, Any]) -> str:
     return " ".join(f"{short[r]}{roles[r]['peak_rss_mib']:.0f}" for r in short if r in roles)
 
 
+def _cpu_per_socket(by_role: dict[str, float] | None) -> str:
+    if not by_role:
+        return "-"
+    parts = [f"{role} {ms:.2f}" for role, ms in sorted(by_role.items(), key=lambda item: -item[1]) if ms >= 0.01]
+    return f"{sum(by_role.values()):.2f} (" + ", ".join(parts) + ")"
+
+
 def table(results: dict[str, Any]) -> str:
     out: list[str] = []
     machine = results.get("machine", {})
@@ -140,10 +147,12 @@ def table(results: dict[str, Any]) -> str:
                 r["daphne_kib_per_socket"],
                 r["redis_kib_per_socket"],
                 r["rss_delta_kib"].get("worker-child"),
+                _cpu_per_socket(r.get("cpu_ms_per_socket")),
             ]
             for r in results["idle"]
         ]
-        out.append(_rows(["N", "open", "errors", "daphne KiB/socket", "redis KiB/socket", "workers Δ KiB"], rows))
+        headers = ["N", "open", "errors", "daphne KiB/socket", "redis KiB/socket", "workers Δ KiB"]
+        out.append(_rows([*headers, "CPU ms/socket opened (handshake + flow start)"], rows))
     if results.get("retrieval"):
         r = results["retrieval"]
         out.append("\nretrieval")

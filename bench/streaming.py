@@ -258,7 +258,7 @@ def profile_server(watch: Any, seconds: float, label: str) -> Any:
     RESULTS.mkdir(exist_ok=True)
     runs = []
     for pid, stats in watch.stats.items():
-        if stats.role in {"daphne", "answers", "worker-main", "worker-child"}:
+        if stats.role in {"daphne", "answers", "worker-main", "worker-child", "streamer"}:
             out = RESULTS / f"profile-{label}-{stats.role}-{pid}.txt"
             command = [binary, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
                        "--format", "raw", "--output", str(out), "--nonblocking", "--gil"]  # fmt: skip
