@@ -19,11 +19,11 @@ class Reactor:
     def __init__(self) -> None:
         self.writers: list[Any] = []
 
-    def addWriter(self, writer: Any) -> None:  # noqa: N802 (Twisted's name)
+    def addWriter(self, writer: Any) -> None:
         if writer not in self.writers:
             self.writers.append(writer)
 
-    def removeWriter(self, writer: Any) -> None:  # noqa: N802
+    def removeWriter(self, writer: Any) -> None:
         if writer in self.writers:
             self.writers.remove(writer)
 
