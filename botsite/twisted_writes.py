@@ -48,5 +48,5 @@ def install() -> None:
         if sent < len(data):
             buffered_write(self, data[sent:])
 
-    tcp.Connection.write = write
-    tcp.Connection._botsite_direct_write = True
+    tcp.Connection.write = write  # type: ignore[method-assign]
+    tcp.Connection._botsite_direct_write = True  # type: ignore[attr-defined]
