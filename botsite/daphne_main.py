@@ -10,7 +10,8 @@ garbage collector's sight (`gc.freeze`), as the Celery pool processes do: they l
 the process, and every full collection, which connection churn brings every few seconds, would
 walk them again. Frozen later, after the first connections, the pause was halved in a probe
 (73-95 -> 43-48 ms); at the reactor's start the difference is within the benchmark's noise, and
-freezing later would also freeze whatever connections are open then, for good.
+freezing later would also freeze whatever connections are open then, for good. What the first
+requests import and cache is frozen the first time daphne is idle after them (`botsite.heap`).
 
 Twisted's TCP connections send what they are given at once when nothing is waiting to be sent
 (`twisted_writes`), instead of on the reactor's next round.
@@ -18,24 +19,36 @@ Twisted's TCP connections send what they are given at once when nothing is waiti
 
 from __future__ import annotations
 
-import gc
+from typing import Any
 
-from botsite import twisted_writes
+from botsite import heap, twisted_writes
 from botsite.eventloop import install_policy
 
 
-def _freeze_startup_heap() -> None:
-    gc.collect()
-    gc.freeze()
+def _freeze_when_first_idle() -> None:
+    """Freeze once more the first time daphne has no connection left after serving
+    (`botsite.heap`): its once-a-second sweep over the connections looks."""
+    from daphne.server import Server
+
+    sweep = Server.application_checker
+    warm = heap.FreezeWhenIdle()
+
+    def application_checker(self: Any) -> None:
+        sweep(self)
+        warm.observe(idle=not self.connections)
+
+    Server.application_checker = application_checker
 
 
 def main() -> None:
     install_policy()
-    twisted_writes.install()
     from daphne.cli import CommandLineInterface  # imports daphne.server, which creates the loop
     from twisted.internet import reactor
 
-    reactor.callWhenRunning(_freeze_startup_heap)
+    twisted_writes.install()
+    _freeze_when_first_idle()
+
+    reactor.callWhenRunning(heap.freeze)
     CommandLineInterface.entrypoint()
 
 

@@ -31,6 +31,8 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from botsite import heap
+
 logger = logging.getLogger(__name__)
 
 
@@ -124,6 +126,10 @@ def serve(connection: Connection) -> None:
     from conversations.generation import pipeline, relay
 
     loop = relay.streaming_loop()
+    # Every answer of the worker streams on this process's loop: its full collections must be
+    # short (botsite.heap).
+    heap.freeze()
+    warm = heap.FreezeWhenIdle()
     replies: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
     threading.Thread(target=_send_replies, args=(connection, replies), name="streamer-replies", daemon=True).start()
     running: dict[int, concurrent.futures.Future[Any]] = {}
@@ -132,6 +138,7 @@ def serve(connection: Connection) -> None:
         # Runs on the loop's thread: hand the reply to the sending thread, so that pickling
         # and writing it never holds up the loop.
         running.pop(number, None)
+        warm.observe(idle=not running)
         if future.cancelled():
             replies.put((number, False, asyncio.CancelledError()))
         elif future.exception() is not None:
@@ -147,6 +154,7 @@ def serve(connection: Connection) -> None:
             # broker and recover from the logs; nothing here may go on streaming.
             os._exit(0)
         if kind == "stream":
+            warm.observe(idle=False)
             future = asyncio.run_coroutine_threadsafe(pipeline._stream(plan), loop)
             running[number] = future
             future.add_done_callback(functools.partial(finished, number))
