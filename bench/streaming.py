@@ -179,6 +179,7 @@ def stored_answers(stack: Stack, conversation_ids: list[str]) -> dict[str, list[
 def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
     from bench.emit_log import flush as flush_log
     from bench.emit_log import forget as forget_log
+    from bench.profile import Profiler
     from bench.runner import run_client
     from bench.stack import ServerWatch
 
@@ -224,7 +225,7 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
                 flush_log(str(emit_log), 1)  # the warm-up's entries, dropped
             forget_log(str(emit_log))
             watch = ServerWatch(stack.root_pids).start()
-            profiles = profile_server(watch, args.profile, f"stream-{m}") if args.profile else None
+            profiler = Profiler.start(watch, args.profile, label=f"stream-{m}") if args.profile else None
             client = run_client(cfg, module="bench.streaming")
             server = watch.stop()
             if pool == "threads":
@@ -239,42 +240,10 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
         result.update(workers=workers, server=server, tokens=args.stream_tokens, rate=args.stream_rate)
         if server["cpu_s"] and result["chunks"]:
             result["server_cpu_ms_per_token"] = round(server["cpu_s"] * 1000 / (m * args.stream_tokens), 3)
-        if profiles is not None:
-            result["profiles"] = profiles()
+        if profiler is not None:
+            result["profiles"] = profiler.wait()
         results.append(result)
     return results
-
-
-def profile_server(watch: Any, seconds: float, label: str) -> Any:
-    """py-spy record on daphne and the worker processes (the answers worker's thread pool runs in
-    its main process, which bench.profile does not record); returns a function that waits for it."""
-    import subprocess
-
-    from bench.profile import RESULTS, _py_spy, hot_path, top_functions
-
-    binary = _py_spy()
-    if binary is None:
-        return None
-    RESULTS.mkdir(exist_ok=True)
-    runs = []
-    for pid, stats in watch.stats.items():
-        if stats.role in {"daphne", "answers", "worker-main", "worker-child", "streamer"}:
-            out = RESULTS / f"profile-{label}-{stats.role}-{pid}.txt"
-            command = [binary, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
-                       "--format", "raw", "--output", str(out), "--nonblocking", "--gil"]  # fmt: skip
-            runs.append((stats.role, pid, out, subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                                                stderr=subprocess.DEVNULL)))  # fmt: skip
-
-    def wait() -> list[dict[str, Any]]:
-        done = []
-        for role, pid, out, process in runs:
-            process.wait()
-            if out.exists():
-                done.append({"role": role, "pid": pid, "file": out.name, "hot_path": hot_path(out),
-                             "top": top_functions(out, limit=30)})  # fmt: skip
-        return done
-
-    return wait
 
 
 def analyse(
