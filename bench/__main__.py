@@ -177,13 +177,12 @@ def bench_idle(stacks: Stacks, args: argparse.Namespace) -> list[dict[str, Any]]
             }
         )
         time.sleep(2)
-        watch = ServerWatch(stack.root_pids)
+        watch = ServerWatch(stack.root_pids).start()
         before = {role: watch.rss_of(role) for role in ("daphne", "redis", "worker-child", "worker-main")}
-        cpu_watch = ServerWatch(stack.root_pids).start()
         client = ClientProcess({"mode": "idle", "url": stack.ws_url, "n": n, "timeout": args.timeout})
         ready = client.wait_line()
         time.sleep(3)  # let the workers finish the flows' first steps
-        server = cpu_watch.stop()
+        server = watch.stop()
         after = {role: watch.rss_of(role) for role in before}
         result = client.finish()
         result["ready"] = ready

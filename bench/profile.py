@@ -65,14 +65,13 @@ class Profiler:
             runs.append((stats.role, pid, out, process))
         return cls(runs)
 
-    def wait(self) -> list[dict[str, Any]]:
+    def wait(self, top: int = 15) -> list[dict[str, Any]]:
         summaries = []
         for role, pid, out, process in self.runs:
             process.wait()
             if out.exists():
-                summaries.append(
-                    {"role": role, "pid": pid, "file": out.name, "hot_path": hot_path(out), "top": top_functions(out)}
-                )
+                summary = {"role": role, "pid": pid, "file": out.name, "hot_path": hot_path(out)}
+                summaries.append({**summary, "top": top_functions(out, limit=top)})
         return summaries
 
 

@@ -241,7 +241,7 @@ def run_streaming(stacks: Any, args: Any) -> list[dict[str, Any]]:
         if server["cpu_s"] and result["chunks"]:
             result["server_cpu_ms_per_token"] = round(server["cpu_s"] * 1000 / (m * args.stream_tokens), 3)
         if profiler is not None:
-            result["profiles"] = profiler.wait()
+            result["profiles"] = profiler.wait(top=30)
         results.append(result)
     return results
 
