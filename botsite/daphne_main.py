@@ -40,15 +40,21 @@ def _freeze_when_first_idle() -> None:
     Server.application_checker = application_checker
 
 
-def main() -> None:
+def prepare() -> None:
+    """Everything above, done before daphne's command line runs (tests/test_daphne_main.py)."""
     install_policy()
-    from daphne.cli import CommandLineInterface  # imports daphne.server, which creates the loop
+    import daphne.server  # noqa: F401  (creates the loop and installs Twisted's reactor on it)
     from twisted.internet import reactor
 
     twisted_writes.install()
     _freeze_when_first_idle()
-
     reactor.callWhenRunning(heap.freeze)
+
+
+def main() -> None:
+    prepare()
+    from daphne.cli import CommandLineInterface
+
     CommandLineInterface.entrypoint()
 
 
