@@ -7,6 +7,10 @@ on a busy event loop (measured: handshakes waiting for tens of seconds at 5,000 
 the subscribe and unsubscribe calls that queue up meanwhile go out as one SUBSCRIBE or
 UNSUBSCRIBE with many channels, in the order they were asked for.
 
+While the process has no subscription, the receive loop waits for one (channels_redis naps
+100 ms at a time): the first messages of a process's first sockets, or of a socket opening after
+all others closed, waited for the end of that nap, up to 100 ms (docs/performance.md).
+
 The receive loop hands on every message already read from the socket at once: redis-py 8's
 path for one pub/sub message (a health check, a retry wrapper, a read timeout, a message dict)
 was 13 % of daphne's CPU in the flow benchmark, while one socket read under load holds dozens.
@@ -18,6 +22,7 @@ internals (both pinned in requirements).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -34,10 +39,15 @@ logger = logging.getLogger(__name__)
 
 
 class _BatchedShard(RedisSingleShardConnection):  # type: ignore[misc]
+    # With nothing subscribed, every subscription wakes the receive loop at once; it also looks
+    # again after this long, as channels_redis does, in case anything subscribes past `_apply`.
+    IDLE_WAIT = 0.1
+
     def __init__(self, host: dict[str, Any], channel_layer: RedisPubSubLoopLayer) -> None:
         super().__init__(host, channel_layer)
         self._ops: list[tuple[bool, str, asyncio.Future[None]]] = []
         self._flusher: asyncio.Future[None] | None = None
+        self._subscribed_now = asyncio.Event()
 
     async def subscribe(self, channel: str) -> None:
         await self._queue(True, channel)
@@ -96,6 +106,8 @@ class _BatchedShard(RedisSingleShardConnection):  # type: ignore[misc]
                 if not done.done():
                     done.set_exception(exc)
             return
+        if subscribe and changed:
+            self._subscribed_now.set()
         for _, _, done in ops:
             if not done.done():
                 done.set_result(None)
@@ -108,7 +120,9 @@ class _BatchedShard(RedisSingleShardConnection):  # type: ignore[misc]
                     self._receive_message(message)
                     await self._receive_buffered()
                 else:
-                    await asyncio.sleep(0.1)
+                    self._subscribed_now.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._subscribed_now.wait(), self.IDLE_WAIT)
             except (asyncio.CancelledError, TimeoutError, GeneratorExit):
                 raise
             except BaseException:

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 from channels.layers import get_channel_layer
+from django.conf import settings
 
-from botsite.channel_layer import PubSubChannelLayer
+from botsite.channel_layer import PubSubChannelLayer, _BatchedShard
 
 
 async def _nothing_on(layer, channel: str) -> bool:
@@ -90,3 +91,22 @@ async def test_a_burst_read_in_one_go_reaches_every_channel_in_order_with_subscr
     assert got_first == list(range(401))
     assert got_second == sorted(set(got_second))
     assert await _nothing_on(layer, second)
+
+
+async def test_the_first_subscription_wakes_the_receive_loop_at_once(monkeypatch):
+    """A process with nothing subscribed used to nap 100 ms at a time before looking again, so
+    the first messages of its first sockets waited for the nap's end. With that fallback nap made
+    longer than the test's patience, a message sent right after the first subscription must
+    still arrive: the subscription itself wakes the loop."""
+    monkeypatch.setattr(_BatchedShard, "IDLE_WAIT", 60.0)
+    layer = PubSubChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    try:
+        for attempt in range(3):  # the first subscription, and again after all were dropped
+            channel = await layer.new_channel()
+            await layer.send(channel, {"type": "first", "attempt": attempt})
+            async with asyncio.timeout(10):
+                assert await layer.receive(channel) == {"type": "first", "attempt": attempt}
+            await layer._get_layer()._shards[0].unsubscribe(channel)
+            await asyncio.sleep(0.05)  # the receive loop notices it has nothing left and waits
+    finally:
+        await layer.flush()
