@@ -15,27 +15,14 @@ requests import and cache is frozen the first time daphne is idle after them (`b
 
 Twisted's TCP connections send what they are given at once when nothing is waiting to be sent
 (`twisted_writes`), instead of on the reactor's next round.
-
-The threads that run the consumers' database calls (the loop's default executor) are started,
-each with its database connection open, as the reactor starts: the first visitors after a start
-paid for both, a thread start on daphne's loop and a new connection (SQLite's pragmas and
-Django's SQL functions) per thread, in the very seconds their answers began to stream.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
-import logging
-import os
-import threading
 from typing import Any
 
 from botsite import heap, twisted_writes
 from botsite.eventloop import install_policy
-
-logger = logging.getLogger(__name__)
 
 
 def _freeze_when_first_idle() -> None:
@@ -53,42 +40,14 @@ def _freeze_when_first_idle() -> None:
     Server.application_checker = application_checker
 
 
-# As many threads as asyncio's default executor would have: Python's ThreadPoolExecutor default.
-DATABASE_THREADS = min(32, (os.cpu_count() or 1) + 4)
-
-
-def start_database_threads() -> None:
-    """Give the running loop a default executor of DATABASE_THREADS threads, all started and
-    each with its database connection open (a connection that fails now opens on first use)."""
-    from django.db import connection
-
-    executor = concurrent.futures.ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="daphne-db")
-    asyncio.get_running_loop().set_default_executor(executor)
-    # Each call waits for all the others, so every one of them gets a thread of its own.
-    all_started = threading.Barrier(DATABASE_THREADS, timeout=10)
-
-    def open_connection() -> None:
-        with contextlib.suppress(threading.BrokenBarrierError):
-            all_started.wait()
-        try:
-            connection.ensure_connection()
-        except Exception:
-            logger.warning("could not open a database connection yet", exc_info=True)
-
-    for _ in range(DATABASE_THREADS):
-        executor.submit(open_connection)
-
-
 def prepare() -> None:
     """Everything above, done before daphne's command line runs (tests/test_daphne_main.py)."""
     install_policy()
     import daphne.server  # noqa: F401  (creates the loop and installs Twisted's reactor on it)
-    from twisted.internet import reactor as installed
+    from twisted.internet import reactor
 
-    reactor: Any = installed  # Twisted's interfaces do not type-check as the reactor's methods
     twisted_writes.install()
     _freeze_when_first_idle()
-    reactor.callLater(0, start_database_threads)  # on the loop's first round: it must be running
     reactor.callWhenRunning(heap.freeze)
 
 
