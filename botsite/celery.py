@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
 
-from botsite import kombu_clients
+from botsite import heap, kombu_clients
 
 kombu_clients.install()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "botsite.settings")
@@ -67,8 +67,7 @@ def _freeze_main_process_startup_objects(sender: object = None, **kwargs: object
     # The worker's main process as well: with a thread pool it runs the tasks itself, and its
     # full collections walked the whole startup heap, 70-100 ms during which every answer it
     # streamed stood still (docs/performance.md). With prefork it only consumes and dispatches.
-    gc.collect()
-    gc.freeze()
+    heap.freeze()
     from celery.concurrency.thread import TaskPool as ThreadPool
     from django.conf import settings
 

@@ -29,7 +29,10 @@ class Reactor:
 
 
 @pytest.fixture
-def connection() -> Any:
+def connection(monkeypatch: pytest.MonkeyPatch) -> Any:
+    # Patched for this test only: the test process's other Twisted users keep Twisted's own write.
+    monkeypatch.setattr(tcp.Connection, "write", tcp.Connection.write)
+    monkeypatch.setattr(tcp.Connection, "_botsite_direct_write", False, raising=False)
     twisted_writes.install()
     ours, peer = socket.socketpair()
     reactor = Reactor()
